@@ -1,0 +1,1 @@
+"""mnt.calibration: INT8 by explicit quantisation from real frames (not built yet)."""
