@@ -21,7 +21,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mnt.export.errors import CheckpointError, ExportError
-from mnt.export.model import PRESETS, LandmarkDisentangler, MarioNETte, ModelConfig
+from mnt.export.model import (
+    PRESETS,
+    LandmarkDisentangler,
+    MarioNETte,
+    ModelConfig,
+    fold_spectral_norm,
+)
 from mnt.export.model.landmark_prior import random_stats
 from mnt.runtime.files import atomic_path
 from mnt.runtime.landmarks import N_EXPRESSION, N_POINTS, LandmarkStats
@@ -42,6 +48,14 @@ class Reference:
     generator: MarioNETte
     disentangler: LandmarkDisentangler
     stats: LandmarkStats
+
+    def folded_generator(self) -> MarioNETte:
+        """A copy of the generator with spectral norm folded into plain weights, as
+        exported. (A deepcopy of a parametrised module shares its parametrisations, so
+        folding one would break the other.)"""
+        generator = MarioNETte(self.config)
+        generator.load_state_dict(self.generator.state_dict())
+        return fold_spectral_norm(generator).eval()
 
 
 def init_reference(config: ModelConfig, seed: int) -> Reference:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -64,5 +65,78 @@ def describe(checkpoint: Path | None, preset: str | None) -> None:
     for row in component_costs(reference):
         click.echo(f"{row.component:<24}{row.phase:<14}{row.k:>3}{row.params / 1e6:>12.2f}"
                    f"{row.gflops:>10.1f}")
+
+
+@main.command("build")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Checkpoint to export (see `mnt-export init`).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp16", show_default=True,
+              help="fp16: a typed FP16 graph with FP32 islands (flows and sampling, softmax, "
+                   "normalisation); fp32: the reference precision.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Artefact folder to create.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists (only once the new build passed).")
+@click.option("--faces", type=click.Path(exists=True, path_type=Path), multiple=True,
+              help="Photos or videos (files or folders) for the parity inputs; default: the "
+                   "astronaut photo shipped with scikit-image.")
+def build_command(checkpoint: Path, precision: str, out: Path, force: bool,
+                  faces: tuple[Path, ...]) -> None:
+    """Export each component to ONNX, check it against the PyTorch reference in float64 on
+    real faces, and write OUT with its manifest (last, so a failed build leaves nothing)."""
+    from mnt.export.build import build
+    from mnt.export.checkpoint import load_checkpoint
+    from mnt.export.samples import faces_from
+
+    started = time.perf_counter()
+    size = load_checkpoint(checkpoint).config.image_size if faces else 0
+    build(checkpoint, precision, out, force=force,
+          faces=faces_from(list(faces), size) if faces else None, log=click.echo)
+    click.echo(f"wrote {out} in {time.perf_counter() - started:.0f} s; check it on another machine "
+               f"with `mnt-export verify {out}`")
+
+
+@main.command("verify")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="ONNX Runtime execution provider to verify on.")
+@click.option("--allow-cpu-fallback", is_flag=True,
+              help="With --device cuda, accept ONNX Runtime falling back to the CPU.")
+def verify_command(folder: Path, device: str, allow_cpu_fallback: bool) -> None:
+    """Re-run FOLDER's components on their stored golden inputs and compare with the
+    float64 reference outputs under the build's thresholds; exit 1 on any drift."""
+    from mnt.export.verify import format_rows, verify
+
+    _, rows = verify(folder, device, allow_cpu_fallback)
+    click.echo(format_rows(rows))
+    bad = [r for r in rows if r.status != "ok"]
+    if bad:
+        raise ExportError(f"{folder}: {len(bad)} of {len(rows)} checks failed")
+    click.echo(f"{folder}: all {len(rows)} outputs within their thresholds")
+
+
+@main.command("inspect")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def inspect_command(folder: Path) -> None:
+    """Summarise an artefact folder: components, precision, shapes, accuracy, sizes."""
+    from mnt.export.verify import describe_folder
+
+    click.echo(describe_folder(folder))
+
+
+@main.command("islands")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--faces", type=click.Path(exists=True, path_type=Path), multiple=True,
+              help="Photos or videos for the inputs; default: the scikit-image astronaut.")
+def islands_command(checkpoint: Path, faces: tuple[Path, ...]) -> None:
+    """Measure what each FP32 island of the FP16 graphs buys, in dB against float64."""
+    from mnt.export.checkpoint import load_checkpoint
+    from mnt.export.islands import ablate
+    from mnt.export.samples import default_faces, faces_from
+
+    reference = load_checkpoint(checkpoint)
+    size = reference.config.image_size
+    ablate(reference, faces_from(list(faces), size) if faces else default_faces(size), log=click.echo)
+
+
 if __name__ == "__main__":
     main()

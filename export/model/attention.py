@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from mnt.export.model.blocks import conv, linear
+from mnt.export.model.blocks import InstanceNorm, conv, island_dtype, linear
 
 
 def positional_encoding(height: int, width: int, channels: int, like: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,7 @@ class ImageAttention(nn.Module):
         self.query, self.query_pos = linear(cx, cx), linear(cx, cx, bias=False)
         self.key, self.key_pos = linear(cy, cx), linear(cy, cx, bias=False)
         self.value = linear(cy, cx)
-        self.norm = nn.InstanceNorm2d(cx, affine=True)
+        self.norm = InstanceNorm(cx)
         self.conv = conv(cx, cx)
 
     def keys_values(self, zy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,7 +56,9 @@ class ImageAttention(nn.Module):
         b, c, h, w = zx.shape
         tokens = zx.flatten(2).transpose(1, 2)
         query = self.query(tokens) + self.query_pos(positional_encoding(h, w, c, zx))
-        weights = torch.softmax(query @ keys.transpose(1, 2) / math.sqrt(self.dim), dim=-1)
+        dt = island_dtype(query, "softmax")
+        logits = query.to(dt) @ keys.to(dt).transpose(1, 2) / math.sqrt(self.dim)
+        weights = torch.softmax(logits, dim=-1).to(values.dtype)
         attended = (weights @ values).transpose(1, 2).reshape(b, c, h, w)
         return self.conv(self.norm(zx + attended))
 

@@ -3,11 +3,44 @@ them) with ReLU, optional instance norm, and spectral norm on every layer."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
+
+# FP32 islands: where the model runs in float16, these computations run in float32
+# (float64 stays float64). Each was measured; the figures are in the README.
+#   flow:    flow heads, sampling coordinates and bilinear sampling. An FP16 grid is off
+#            by up to 1/2048 of the image (0.06 px at 128), which every later warp amplifies.
+#   softmax: attention logits and softmax (FP16 exp/sum loses small weights).
+#   norm:    instance-norm statistics (a variance of FP16 values loses precision).
+ISLANDS = ("flow", "softmax", "norm")
+_active_islands: set[str] = set(ISLANDS)
+
+
+@contextlib.contextmanager
+def fp32_islands(*names: str) -> Iterator[None]:
+    """Trace or run with only the named islands active (to measure what each buys)."""
+    unknown = set(names) - set(ISLANDS)
+    if unknown:
+        raise ValueError(f"unknown FP32 islands {sorted(unknown)}; known: {ISLANDS}")
+    saved = set(_active_islands)
+    _active_islands.clear()
+    _active_islands.update(names)
+    try:
+        yield
+    finally:
+        _active_islands.clear()
+        _active_islands.update(saved)
+
+
+def island_dtype(x: torch.Tensor, island: str) -> torch.dtype:
+    """The dtype an island computes in: at least float32 while it is active."""
+    return torch.promote_types(x.dtype, torch.float32) if island in _active_islands else x.dtype
 
 
 def conv(cin: int, cout: int, kernel: int = 3) -> nn.Module:
@@ -18,8 +51,33 @@ def linear(cin: int, cout: int, bias: bool = True) -> nn.Module:
     return spectral_norm(nn.Linear(cin, cout, bias=bias))
 
 
+def spatial_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over H and W as two reductions (rows, then columns): the same value, but an
+    exported single ReduceMean over 256x256 accumulates sequentially in ONNX Runtime and
+    lost ~400x accuracy (max abs 8e-4 against float64 after one driver block, PyTorch
+    float32 2e-6); two reductions of 256 keep it at PyTorch's level."""
+    return x.mean(dim=3, keepdim=True).mean(dim=2, keepdim=True)
+
+
+class InstanceNorm(nn.InstanceNorm2d):
+    """Affine instance norm with two-pass statistics (an FP32 island), written out rather
+    than F.instance_norm: ONNX InstanceNormalization on ONNX Runtime's CPU lost as much
+    accuracy as the single ReduceMean (5.8e-4 max abs on the driver encoder)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dt = island_dtype(x, "norm")
+        h = x.to(dt)
+        centred = h - spatial_mean(h)
+        out = centred * torch.rsqrt(spatial_mean(centred * centred) + self.eps)
+        out = out * self.weight.to(dt)[:, None, None] + self.bias.to(dt)[:, None, None]
+        return out.to(x.dtype)
+
+
 def norm(channels: int, enabled: bool) -> nn.Module:
-    return nn.InstanceNorm2d(channels, affine=True) if enabled else nn.Identity()
+    return InstanceNorm(channels) if enabled else nn.Identity()
 
 
 class ResBlockDown(nn.Module):
@@ -69,7 +127,10 @@ class FlowHead(nn.Module):
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.conv(F.relu(x)))
+        """-> flow in the island's dtype (float32 when the model runs in float16)."""
+        dt = island_dtype(x, "flow")
+        w, b = self.conv.weight.to(dt), self.conv.bias.to(dt)
+        return torch.tanh(F.conv2d(F.relu(x).to(dt), w, b, padding=self.conv.padding))
 
 
 def identity_grid(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
@@ -88,8 +149,12 @@ def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         if factor < 1 or flow.shape[-2] != height * factor or flow.shape[-1] != width * factor:
             raise ValueError(f"flow {tuple(flow.shape)} does not pool to {height}x{width}")
         flow = F.avg_pool2d(flow, factor)
+    dt = island_dtype(features, "flow")
+    flow = flow.to(dt)
     grid = identity_grid(height, width, flow) + flow.permute(0, 2, 3, 1)
-    return F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    sampled = F.grid_sample(features.to(dt), grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=False)
+    return sampled.to(features.dtype)
 
 
 def fold_spectral_norm(module: nn.Module) -> nn.Module:

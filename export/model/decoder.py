@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnt.export.model.blocks import FlowHead, ResBlockUp, conv, warp
+from mnt.export.model.blocks import FlowHead, InstanceNorm, ResBlockUp, conv, warp
 from mnt.export.model.config import DRIVER_DOWN_BLOCKS, ModelConfig
 
 
@@ -33,7 +33,7 @@ class Decoder(nn.Module):
             WarpAlignment(c(j), c(j), c(j - 1), config.flow_init_std)
             for j in range(DRIVER_DOWN_BLOCKS, 0, -1)
         )
-        self.norm = nn.InstanceNorm2d(c(0), affine=True)
+        self.norm = InstanceNorm(c(0))
         self.out = conv(c(0), 3)
 
     def forward(self, zxy: torch.Tensor, warped_means: list[torch.Tensor]) -> torch.Tensor:

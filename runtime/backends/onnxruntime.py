@@ -1,0 +1,81 @@
+"""ONNX Runtime backend: CPU by default, CUDA when onnxruntime-gpu and a GPU are present.
+
+ONNX Runtime silently falls back to the CPU when CUDA is unavailable; this backend checks
+the providers the session really got and refuses unless a fallback was allowed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnt.runtime.backends.base import Backend, resolve_shape
+from mnt.runtime.errors import RuntimeStageError
+from mnt.runtime.manifest import ComponentInfo
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+class OnnxRuntimeBackend(Backend):
+    def __init__(self, component: ComponentInfo, folder: str | Path, device: str = "cpu",
+                 allow_fallback: bool = False, threads: int | None = None) -> None:
+        super().__init__(component)
+        if device not in PROVIDERS:
+            raise RuntimeStageError(f"unknown ONNX Runtime device {device!r}; use one of {list(PROVIDERS)}")
+        self.path = Path(folder) / component.file
+        self.device, self.allow_fallback, self.threads = device, allow_fallback, threads
+        self.session: Any = None
+        self._buffers: dict[tuple[int, ...], dict[str, np.ndarray]] = {}
+
+    def activate(self) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise RuntimeStageError(
+                "onnxruntime is not installed",
+                hint="pip install 'mnt[cpu]' (or 'mnt[gpu]' on a CUDA machine, never both)") from err
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: no per-node constant-folding chatter
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        wanted = [PROVIDERS[self.device]] + (["CPUExecutionProvider"] if self.device == "cuda" else [])
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=wanted)
+        except Exception as err:  # onnxruntime raises its own untyped errors
+            raise RuntimeStageError(f"cannot load {self.path}: {err}") from err
+        got = self.session.get_providers()
+        if PROVIDERS[self.device] not in got and not self.allow_fallback:
+            self.session = None
+            raise RuntimeStageError(
+                f"ONNX Runtime could not use {PROVIDERS[self.device]} for {self.component.name} "
+                f"(it got {got})",
+                hint="install onnxruntime-gpu on a machine with a CUDA GPU, or allow the CPU fallback")
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers()) if self.session else []
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.session is None:
+            raise RuntimeStageError(f"{self.component.name}: backend used before activate()")
+        ready, dims = self.prepare_feeds(feeds)
+        key = tuple(sorted(dims.items()))
+        buffers = self._buffers.get(key)  # type: ignore[arg-type]
+        if buffers is None:  # outputs are preallocated once per binding of the dynamic axes
+            buffers = {t.name: np.empty(resolve_shape(t.shape, dims), dtype=t.dtype)
+                       for t in self.component.outputs}
+            self._buffers[key] = buffers  # type: ignore[index]
+        binding = self.session.io_binding()
+        for name, array in ready.items():
+            binding.bind_cpu_input(name, array)
+        for name, array in buffers.items():
+            binding.bind_output(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+        self.session.run_with_iobinding(binding)
+        return buffers
+
+    def deactivate(self) -> None:
+        self.session = None
+        self._buffers.clear()

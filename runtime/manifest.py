@@ -1,0 +1,142 @@
+"""The artefact manifest: a sidecar ``manifest.json`` that describes one build folder.
+
+Written last and atomically by ``mnt-export build``; read by the runtime, ``verify`` and
+``inspect``. A folder without a readable manifest of this schema is not an artefact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnt.runtime.errors import RuntimeStageError
+from mnt.runtime.files import atomic_path, sha256_file
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+REBUILD_HINT = "rebuild it with `mnt-export build --checkpoint CKPT --out DIR`"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str  # numpy dtype name: "float32" or "float16"
+    shape: tuple[int | str, ...]  # str: a dynamic axis, its range in ComponentInfo.dims
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TensorInfo:
+        return cls(data["name"], data["dtype"], tuple(data["shape"]))
+
+
+@dataclass(frozen=True)
+class ComponentInfo:
+    name: str
+    file: str
+    sha256: str
+    precision: str
+    phase: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    dims: dict[str, tuple[int, int]]
+    accuracy: dict[str, Any]
+    golden: dict[str, str] | None = None  # {"file", "sha256"} of stored inputs and outputs
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "onnx": {"file": self.file, "sha256": self.sha256},
+            "precision": self.precision,
+            "phase": self.phase,
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+            "dims": {name: {"min": lo, "max": hi} for name, (lo, hi) in self.dims.items()},
+            "accuracy": self.accuracy,
+        }
+        if self.golden:
+            data["golden"] = self.golden
+        return data
+
+    @classmethod
+    def from_json(cls, name: str, data: dict[str, Any]) -> ComponentInfo:
+        return cls(
+            name=name, file=data["onnx"]["file"], sha256=data["onnx"]["sha256"],
+            precision=data["precision"], phase=data["phase"],
+            inputs=tuple(TensorInfo.from_json(t) for t in data["inputs"]),
+            outputs=tuple(TensorInfo.from_json(t) for t in data["outputs"]),
+            dims={k: (v["min"], v["max"]) for k, v in data["dims"].items()},
+            accuracy=data["accuracy"], golden=data.get("golden"),
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    tool_version: str
+    checkpoint_sha256: str
+    precision: str
+    opset: int
+    versions: dict[str, str]  # torch, onnx, onnxruntime, ...
+    model: dict[str, Any]  # the checkpoint's config
+    components: dict[str, ComponentInfo]
+    files: dict[str, str]  # other files of the build (landmark statistics): name -> sha256
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "tool_version": self.tool_version,
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "precision": self.precision,
+            "opset": self.opset,
+            "versions": self.versions,
+            "model": self.model,
+            "files": self.files,
+            "components": {name: c.to_json() for name, c in self.components.items()},
+        }
+
+    def write(self, folder: str | os.PathLike[str]) -> Path:
+        path = Path(folder) / MANIFEST_NAME
+        with atomic_path(path) as temporary:
+            temporary.write_text(json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n")
+        return path
+
+
+def load_manifest(folder: str | os.PathLike[str]) -> Manifest:
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        raise RuntimeStageError(f"{folder} is not an mnt artefact folder (no {MANIFEST_NAME})",
+                                hint=REBUILD_HINT)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RuntimeStageError(f"{path} is not readable JSON: {err}", hint=REBUILD_HINT) from err
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise RuntimeStageError(
+            f"{path} has schema version {data.get('schema_version')!r}; this mnt reads "
+            f"{SCHEMA_VERSION}", hint=REBUILD_HINT)
+    try:
+        return Manifest(
+            tool_version=data["tool_version"], checkpoint_sha256=data["checkpoint_sha256"],
+            precision=data["precision"], opset=data["opset"], versions=data["versions"],
+            model=data["model"], files=data["files"],
+            components={n: ComponentInfo.from_json(n, c) for n, c in data["components"].items()},
+        )
+    except (KeyError, TypeError) as err:
+        raise RuntimeStageError(f"{path} is missing field {err}", hint=REBUILD_HINT) from err
+
+
+def check_hashes(folder: str | os.PathLike[str], manifest: Manifest) -> list[str]:
+    """Names of the files whose content no longer matches the manifest."""
+    expected = {c.file: c.sha256 for c in manifest.components.values()}
+    expected.update({c.golden["file"]: c.golden["sha256"]
+                     for c in manifest.components.values() if c.golden})
+    expected.update(manifest.files)
+    bad = []
+    for name, digest in expected.items():
+        path = Path(folder) / name
+        if not path.is_file() or sha256_file(path) != digest:
+            bad.append(name)
+    return bad
