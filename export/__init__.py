@@ -1,4 +1,5 @@
-"""mnt.export: the PyTorch reference model, checkpoints, and (next) ONNX/TensorRT export.
+"""mnt.export: the PyTorch reference model, checkpoints, per-component ONNX export with
+parity gates, and the mnt-export CLI.
 
 Importing this package does not import torch; its submodules do.
 """

@@ -11,18 +11,20 @@ import copy
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mnt.export.checkpoint import Reference, load_checkpoint
-from mnt.export.components import COMPONENTS, component_modules, component_specs
+from mnt.export.components import COMPONENTS, ComponentSpec, component_modules, component_specs
 from mnt.export.errors import ExportError
 from mnt.export.onnx_export import DTYPES, OPSET, export_component, grid_sample_modes
 from mnt.export.parity import measure
-from mnt.export.samples import component_inputs
+from mnt.export.samples import component_inputs, default_faces, faces_from
 from mnt.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from mnt.runtime.files import sha256_file
 from mnt.runtime.manifest import ComponentInfo, Manifest, TensorInfo
@@ -73,29 +75,32 @@ def _publish(staging: Path, out: Path) -> None:
 
 
 def build(checkpoint: Path, precision: str, out: Path, force: bool = False,
-          faces: list[np.ndarray] | None = None, gate_ks: tuple[int, ...] = GATE_KS,
-          log: Callable[[str], None] = print) -> Manifest:
+          faces: list[np.ndarray] | None = None, face_paths: Sequence[Path] = (),
+          gate_ks: tuple[int, ...] = GATE_KS, log: Callable[[str], None] = print) -> Manifest:
+    """Export, gate and write one artefact folder; raises ExportError (nothing written).
+    Parity faces: `faces` (crops), else read from `face_paths`, else the default photo."""
     if precision not in DTYPES:
         raise ExportError(f"unknown precision {precision!r}; choose one of {sorted(DTYPES)}")
-    reference = load_checkpoint(checkpoint)
-    if not faces and faces is not None:
+    if faces is not None and not faces:
         raise ExportError("no faces given for the parity inputs")
+    reference = load_checkpoint(checkpoint)
     staging = _claim_output(out, force)
     try:
+        size = reference.config.image_size
+        if faces is None:
+            faces = faces_from(face_paths, size) if face_paths else default_faces(size)
         manifest = _build_into(staging, checkpoint, reference, precision, faces, gate_ks, log)
         _publish(staging, out)
+    except OSError as err:  # a full disk or a vanished folder while writing
+        raise ExportError(f"cannot write the build {out}: {err.strerror or err}") from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 
 def _build_into(folder: Path, checkpoint: Path, reference: Reference, precision: str,
-                faces: list[np.ndarray] | None, gate_ks: tuple[int, ...],
+                faces: list[np.ndarray], gate_ks: tuple[int, ...],
                 log: Callable[[str], None]) -> Manifest:
-    from mnt.export.samples import default_faces
-
-    size = reference.config.image_size
-    faces = faces if faces is not None else default_faces(size)
     modules = component_modules(reference.folded_generator(), copy.deepcopy(reference.disentangler))
     specs = component_specs(reference.config)
     ks = sorted({*gate_ks, GOLDEN_K})
@@ -103,43 +108,10 @@ def _build_into(folder: Path, checkpoint: Path, reference: Reference, precision:
     inputs_by_k = {k: component_inputs(reference, faces, k) for k in ks}
     components = {}
     for name in COMPONENTS:
-        spec, module = specs[name], modules[name]
-        file = f"{name}.onnx"
         log(f"{name}: exporting ({precision}) and checking parity ...")
-        started = time.perf_counter()
-        export_component(module, spec, precision, folder / file)
-        bad_modes = [m for m in grid_sample_modes(folder / file) if m != "bilinear"]
-        if bad_modes:
-            raise ExportError(f"{name}: GridSample exported with mode {bad_modes[0]!r}, not 'bilinear'")
-        dtype = NUMPY_DTYPES[precision]
-        info = ComponentInfo(
-            name=name, file=file, sha256=sha256_file(folder / file), precision=precision,
-            phase=spec.phase,
-            inputs=tuple(TensorInfo(t.name, dtype, t.shape) for t in spec.inputs),
-            outputs=tuple(TensorInfo(t.name, dtype, t.shape) for t in spec.outputs),
-            dims=dict(spec.dims), accuracy={})
-        exported = time.perf_counter() - started
-        with OnnxRuntimeBackend(info, folder) as backend:
-            accuracy, references = measure(
-                module, backend, {k: inputs_by_k[k][name] for k in ks}, precision)
-        log(f"{name}: exported in {exported:.1f} s, "
-            f"worst over K={ks}: {accuracy['psnr_db']:.1f} dB, "
-            f"max abs {accuracy['max_abs_error']:.2e} "
-            f"(PyTorch float32: {accuracy['torch_fp32']['psnr_db']:.1f} dB)")
-        if not accuracy["passed"]:
-            raise ExportError(f"{name} ({precision}) failed its parity gate: "
-                              + "; ".join(accuracy["failures"]),
-                              hint="no artefact was written")
-        golden = f"goldens/{name}.npz"
-        (folder / "goldens").mkdir(exist_ok=True)
-        np.savez(folder / golden,
-                 **{f"input:{t.name}": x for t, x in zip(spec.inputs, inputs_by_k[GOLDEN_K][name],
-                                                         strict=True)},
-                 **{f"output:{t.name}": y for t, y in zip(spec.outputs, references[GOLDEN_K],
-                                                          strict=True)})
-        components[name] = ComponentInfo(
-            **{**info.__dict__, "accuracy": {**accuracy, "export_seconds": round(exported, 1)},
-               "golden": {"file": golden, "sha256": sha256_file(folder / golden)}})
+        inputs = {k: inputs_by_k[k][name] for k in ks}
+        components[name] = _export_component(folder, modules[name], specs[name], precision, inputs,
+                                             log)
     _save_stats(reference, folder / STATS_FILE)
     manifest = Manifest(
         tool_version=version("mnt"), checkpoint_sha256=sha256_file(checkpoint), precision=precision,
@@ -147,3 +119,40 @@ def _build_into(folder: Path, checkpoint: Path, reference: Reference, precision:
         components=components, files={STATS_FILE: sha256_file(folder / STATS_FILE)})
     manifest.write(folder)
     return manifest
+
+
+def _export_component(folder: Path, module: torch.nn.Module, spec: ComponentSpec, precision: str,
+                      inputs_by_k: dict[int, tuple[np.ndarray, ...]],
+                      log: Callable[[str], None]) -> ComponentInfo:
+    """Export one component, gate it, and store its goldens; -> its manifest entry."""
+    file = f"{spec.name}.onnx"
+    started = time.perf_counter()
+    export_component(module, spec, precision, folder / file)
+    exported = time.perf_counter() - started
+    bad_modes = [m for m in grid_sample_modes(folder / file) if m != "bilinear"]
+    if bad_modes:
+        raise ExportError(f"{spec.name}: GridSample exported with mode {bad_modes[0]!r}, not 'bilinear'")
+    dtype = NUMPY_DTYPES[precision]
+    info = ComponentInfo(
+        name=spec.name, file=file, sha256=sha256_file(folder / file), precision=precision,
+        phase=spec.phase,
+        inputs=tuple(TensorInfo(t.name, dtype, t.shape) for t in spec.inputs),
+        outputs=tuple(TensorInfo(t.name, dtype, t.shape) for t in spec.outputs),
+        dims=dict(spec.dims), accuracy={})
+    with OnnxRuntimeBackend(info, folder) as backend:
+        accuracy, references = measure(module, backend, inputs_by_k, precision)
+    log(f"{spec.name}: exported in {exported:.1f} s, worst over K={sorted(inputs_by_k)}: "
+        f"{accuracy['psnr_db']:.1f} dB, max abs {accuracy['max_abs_error']:.2e} "
+        f"(PyTorch float32: {accuracy['torch_fp32']['psnr_db']:.1f} dB)")
+    if not accuracy["passed"]:
+        raise ExportError(f"{spec.name} ({precision}) failed its parity gate: "
+                          + "; ".join(accuracy["failures"]), hint="no artefact was written")
+    golden = f"goldens/{spec.name}.npz"
+    (folder / "goldens").mkdir(exist_ok=True)
+    np.savez(folder / golden,
+             **{f"input:{t.name}": x.astype(np.float32)  # float32-exact (samples.py)
+                for t, x in zip(spec.inputs, inputs_by_k[GOLDEN_K], strict=True)},
+             **{f"output:{t.name}": y
+                for t, y in zip(spec.outputs, references[GOLDEN_K], strict=True)})
+    return replace(info, accuracy={**accuracy, "export_seconds": round(exported, 1)},
+                   golden={"file": golden, "sha256": sha256_file(folder / golden)})

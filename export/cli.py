@@ -84,13 +84,9 @@ def build_command(checkpoint: Path, precision: str, out: Path, force: bool,
     """Export each component to ONNX, check it against the PyTorch reference in float64 on
     real faces, and write OUT with its manifest (last, so a failed build leaves nothing)."""
     from mnt.export.build import build
-    from mnt.export.checkpoint import load_checkpoint
-    from mnt.export.samples import faces_from
 
     started = time.perf_counter()
-    size = load_checkpoint(checkpoint).config.image_size if faces else 0
-    build(checkpoint, precision, out, force=force,
-          faces=faces_from(list(faces), size) if faces else None, log=click.echo)
+    build(checkpoint, precision, out, force=force, face_paths=faces, log=click.echo)
     click.echo(f"wrote {out} in {time.perf_counter() - started:.0f} s; check it on another machine "
                f"with `mnt-export verify {out}`")
 
@@ -128,7 +124,8 @@ def inspect_command(folder: Path) -> None:
 @click.option("--faces", type=click.Path(exists=True, path_type=Path), multiple=True,
               help="Photos or videos for the inputs; default: the scikit-image astronaut.")
 def islands_command(checkpoint: Path, faces: tuple[Path, ...]) -> None:
-    """Measure what each FP32 island of the FP16 graphs buys, in dB against float64."""
+    """Measure what each FP32 island buys: the float16 frame (PyTorch, end to end, K=1)
+    against float64, with all islands, each left out, and none."""
     from mnt.export.checkpoint import load_checkpoint
     from mnt.export.islands import ablate
     from mnt.export.samples import default_faces, faces_from

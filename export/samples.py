@@ -71,10 +71,10 @@ def faces_from(paths: Sequence[str | os.PathLike[str]], size: int, count: int = 
     return (faces[::step] * count)[:count]
 
 
-def posed_landmarks(stats: LandmarkStats, size: int, rng: np.random.Generator,
-                    expression_scale: float = 1.0, yaw: float = 0.0) -> np.ndarray:
-    """The mean face with a random expression, turned by `yaw`, posed in the crop."""
-    shape = stats.mean + stats.expression(expression_scale * rng.standard_normal(N_EXPRESSION))
+def posed_landmarks(stats: LandmarkStats, size: int, alpha: np.ndarray | None = None,
+                    yaw: float = 0.0) -> np.ndarray:
+    """The mean face with expression coefficients `alpha`, turned by `yaw`, in the crop."""
+    shape = stats.mean + (stats.expression(alpha) if alpha is not None else 0.0)
     c, s = np.cos(yaw), np.sin(yaw)
     rotation = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
     return denormalize(shape, Pose(rotation, 0.32 * size, np.array([size / 2, 0.55 * size, 0.0])))
@@ -82,15 +82,18 @@ def posed_landmarks(stats: LandmarkStats, size: int, rng: np.random.Generator,
 
 def component_inputs(reference: Reference, faces: list[np.ndarray], k: int,
                      seed: int = 0) -> dict[str, tuple[np.ndarray, ...]]:
-    """float64 inputs of every component for K targets, in the components' input order."""
+    """Inputs of every component for K targets, in the components' input order: float64
+    arrays holding float32-exact values, so goldens can store them as float32."""
     size, stats = reference.config.image_size, reference.stats
     rng = np.random.default_rng(seed + k)
     images = np.stack([to_model_input(faces[i % len(faces)]) for i in range(k)]).astype(np.float64)
-    points = [posed_landmarks(stats, size, rng, yaw=rng.uniform(-0.3, 0.3)) for _ in range(k)]
+    points = [posed_landmarks(stats, size, rng.standard_normal(N_EXPRESSION), rng.uniform(-0.3, 0.3))
+              for _ in range(k)]
     drawn = np.stack([to_model_input(rasterize(p, size)) for p in points]).astype(np.float64)
     offsets = np.stack([(normalize(p, stats.mean)[0] - stats.mean).reshape(-1) for p in points])
-    driver = to_model_input(rasterize(
-        posed_landmarks(stats, size, rng, expression_scale=2.0, yaw=rng.uniform(-0.4, 0.4)), size))
+    offsets = offsets.astype(np.float32).astype(np.float64)  # exact in float32, like all inputs
+    driver = to_model_input(rasterize(posed_landmarks(
+        stats, size, 2.0 * rng.standard_normal(N_EXPRESSION), rng.uniform(-0.4, 0.4)), size))
     with torch.no_grad():  # the frame phase's inputs: a real target state (float32 model)
         state = reference.generator.encode_targets(torch.from_numpy(images).float()[None],
                                                    torch.from_numpy(drawn).float()[None])

@@ -111,10 +111,9 @@ def test_frame_graph_does_not_grow_with_k(artefact):
     assert symbolic == set(with_k)
 
 
+@pytest.mark.parametrize("artefact", ["fp16"], indirect=True)
 def test_fp16_graph_is_typed_with_fp32_islands(artefact):
-    precision, out = artefact
-    if precision != "fp16":
-        pytest.skip("FP16 only")
+    _, out = artefact
     model = onnx.load(str(out / "generator.onnx"))
     assert all(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 for i in model.graph.input)
     fp16_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]

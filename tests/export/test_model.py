@@ -143,3 +143,17 @@ def test_init_generator_float32_agrees_with_float64_on_real_faces(preset):
         out64 = g64(rx.double(), y.double(), ry.double())
     assert out32.abs().max() <= 1.0 and out32.std() > 0.05  # a real image, not a constant
     assert _psnr(out32, out64) >= GENERATOR_FP32_VS_FP64_MIN_PSNR_DB
+
+
+def test_fp32_islands_choose_the_dtype():
+    from mnt.export.model.blocks import ISLANDS, fp32_islands, island_dtype
+
+    half, double = torch.zeros(1, dtype=torch.float16), torch.zeros(1, dtype=torch.float64)
+    assert all(island_dtype(half, name) == torch.float32 for name in ISLANDS)
+    assert island_dtype(double, "flow") == torch.float64  # float64 reference stays float64
+    with fp32_islands("norm"):
+        assert island_dtype(half, "norm") == torch.float32
+        assert island_dtype(half, "flow") == torch.float16
+    assert island_dtype(half, "flow") == torch.float32  # restored
+    with pytest.raises(ValueError, match="unknown FP32 islands"), fp32_islands("bogus"):
+        pass

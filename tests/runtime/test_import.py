@@ -4,7 +4,8 @@ import sys
 
 def test_runtime_imports_without_torch_export_or_calibration():
     code = (
-        "import sys, mnt.runtime, mnt.runtime.console, mnt.runtime.files;"
+        "import sys, mnt.runtime, mnt.runtime.console, mnt.runtime.files, mnt.runtime.manifest;"
+        "import mnt.runtime.backends.onnxruntime, mnt.runtime.video;"
         "bad = [m for m in ('torch', 'mnt.export', 'mnt.calibration') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
