@@ -57,7 +57,8 @@ def format_rows(rows: list[Row]) -> str:
     def num(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
-    lines = [f"{'component':<22}{'output':<18}{'built dB':>9}{'now dB':>9}{'max abs':>10}  status"]
+    lines = [f"{'component':<22}{'output':<18}{'built dB':>9}{'now dB':>9}{'max abs':>10}  status",
+             "(built: worst over the build's K values; now: the stored goldens, K=3)"]
     lines += [f"{r.component:<22}{r.output:<18}{num(r.built_psnr_db, '.1f'):>9}"
               f"{num(r.psnr_db, '.1f'):>9}{num(r.max_abs_error, '.2e'):>10}  {r.status}" for r in rows]
     return "\n".join(lines)
