@@ -13,42 +13,28 @@ from click.testing import CliRunner
 
 from mnt.export import parity
 from mnt.export.build import build
-from mnt.export.checkpoint import init_reference, save_checkpoint
 from mnt.export.cli import main
 from mnt.export.errors import CheckpointError, ExportError
-from mnt.export.model import PRESETS
 from mnt.export.onnx_export import OPSET, grid_sample_modes
-from mnt.export.samples import default_faces, faces_from
 from mnt.runtime.errors import MntError
 from mnt.runtime.files import sha256_file
 from mnt.runtime.manifest import MANIFEST_NAME, load_manifest
-from tests.helpers import SHARED_DATA, console_script
-
-
-def _faces():
-    """Frames of the shared driver videos when they are beside the checkout, else the
-    astronaut photo shipped with scikit-image."""
-    driving = SHARED_DATA / "driving"
-    return faces_from([driving], 256) if driving.exists() else default_faces(256)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(init_reference(PRESETS["tiny"], seed=0), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def faces():
-    return _faces()
+from tests.helpers import console_script
 
 
 @pytest.fixture(scope="module", params=["fp32", "fp16"])
-def artefact(request, checkpoint, faces, tmp_path_factory):
-    out = tmp_path_factory.mktemp(request.param) / "artefact"
-    build(checkpoint, request.param, out, faces=faces, log=lambda line: None)
-    return request.param, out
+def artefact(request, tiny_artefacts):
+    return request.param, tiny_artefacts(request.param)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def faces(parity_faces):
+    return parity_faces
 
 
 def test_every_component_passes_parity_for_k_1_3_8(artefact):

@@ -1,0 +1,174 @@
+"""The reenactment runtime: one loaded model (`Reenactor`) serving any number of streams.
+
+`encode_targets` runs the target phase once (target encoder, target landmark transformer)
+and returns an immutable `TargetState`; `generate` runs the frame phase (driver landmark
+transformer, rasteriser, generator) for one driver frame. Faces come in already cropped
+to the model's input size, with their 68 landmarks in crop pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from mnt.runtime.backends.base import Backend
+from mnt.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from mnt.runtime.errors import RuntimeStageError
+from mnt.runtime.files import atomic_path
+from mnt.runtime.landmarks import LandmarkStats, LandmarkTransformer
+from mnt.runtime.manifest import REBUILD_HINT, Manifest, check_hashes, load_manifest
+from mnt.runtime.rasterize import rasterize, to_model_input
+
+STATS_FILE = "landmark_stats.npz"
+BACKENDS = ("auto", "onnxruntime-cpu", "onnxruntime-cuda")
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """Everything the frame phase needs from K target photos (arrays are read-only)."""
+
+    feeds: dict[str, np.ndarray]  # the generator's target inputs: keys_*, values_*, warped_*
+    identity: np.ndarray  # (68, 3) l̂_id averaged over the targets (normalised frame)
+    k: int
+    key: str  # cache key: artefact and target contents
+
+    def save(self, handle: BinaryIO) -> None:
+        np.savez(handle, identity=self.identity, k=np.int64(self.k), **self.feeds)
+
+    @classmethod
+    def load(cls, path: Path, key: str) -> TargetState:
+        with np.load(path, allow_pickle=False) as data:
+            feeds = {name: _frozen(data[name]) for name in data.files if name not in ("identity", "k")}
+            return cls(feeds, _frozen(data["identity"]), int(data["k"]), key)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array = np.array(array)
+    array.setflags(write=False)
+    return array
+
+
+def load_stats(folder: Path) -> LandmarkStats:
+    try:
+        with np.load(folder / STATS_FILE, allow_pickle=False) as data:
+            return LandmarkStats(mean=data["mean"], basis=data["basis"], coef_mean=data["coef_mean"],
+                                 coef_std=data["coef_std"], lambda_exp=float(data["lambda_exp"]))
+    except (OSError, KeyError, ValueError) as err:
+        raise RuntimeStageError(f"{folder / STATS_FILE} is missing or unreadable: {err}",
+                                hint=REBUILD_HINT) from err
+
+
+def _cuda_available() -> bool:
+    """Probe with cuda-python (never by constructing a TensorRT or ORT GPU session)."""
+    try:
+        from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    error, count = cudart.cudaGetDeviceCount()
+    return int(error) == 0 and count > 0
+
+
+def make_backends(folder: Path, manifest: Manifest, backend: str,
+                  allow_fallback: bool = False) -> dict[str, Backend]:
+    if backend not in BACKENDS:
+        raise RuntimeStageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    device = "cpu"
+    if backend == "onnxruntime-cuda" or (backend == "auto" and _cuda_available()):
+        device = "cuda"
+    return {name: OnnxRuntimeBackend(info, folder, device, allow_fallback)
+            for name, info in manifest.components.items()}
+
+
+class Reenactor:
+    """One loaded artefact folder. Thread-compatible: streams share it, each with its own
+    TargetState; calls into one Reenactor must not overlap (the backends reuse buffers)."""
+
+    def __init__(self, folder: str | Path, backend: str = "auto", allow_fallback: bool = False,
+                 check_files: bool = True) -> None:
+        self.folder = Path(folder)
+        self.manifest = load_manifest(self.folder)
+        if check_files:
+            changed = check_hashes(self.folder, self.manifest)
+            if changed:
+                raise RuntimeStageError(f"{self.folder}: {', '.join(changed)} changed since the build",
+                                        hint=REBUILD_HINT)
+        self.size = int(self.manifest.model["image_size"])
+        self.stats = load_stats(self.folder)
+        self.backends = make_backends(self.folder, self.manifest, backend, allow_fallback)
+        for b in self.backends.values():
+            b.activate()
+        self.transformer = LandmarkTransformer(self.stats, self._coefficients)
+        self.artefact_key = hashlib.sha256(
+            (self.folder / "manifest.json").read_bytes()).hexdigest()
+
+    def close(self) -> None:
+        for b in self.backends.values():
+            b.deactivate()
+
+    def __enter__(self) -> Reenactor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _coefficients(self, images: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        out = self.backends["landmark_disentangler"].infer(
+            {"images": images, "landmark_offsets": offsets})
+        return np.array(out["coefficients"], dtype=np.float64)
+
+    def target_key(self, faces: Sequence[np.ndarray], landmarks: Sequence[np.ndarray]) -> str:
+        digest = hashlib.sha256(self.artefact_key.encode())
+        for face, points in zip(faces, landmarks, strict=True):
+            digest.update(np.ascontiguousarray(face, np.uint8).tobytes())
+            digest.update(np.ascontiguousarray(points, np.float64).tobytes())
+        return digest.hexdigest()
+
+    def encode_targets(self, faces: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
+                       cache: Path | None = None) -> tuple[TargetState, bool]:
+        """K = 1..8 face crops (uint8 RGB, size x size) with their landmarks (68, 3) in crop
+        pixels -> (state, whether it came from the cache folder)."""
+        lo, hi = self.manifest.components["target_encoder"].dims["K"]
+        if not lo <= len(faces) <= hi or len(faces) != len(landmarks):
+            raise RuntimeStageError(f"need {lo} to {hi} target faces with landmarks, got "
+                                    f"{len(faces)} faces and {len(landmarks)} landmark sets")
+        key = self.target_key(faces, landmarks)
+        cached = cache / f"{key}.npz" if cache else None
+        if cached and cached.is_file():
+            try:
+                return TargetState.load(cached, key), True
+            except (OSError, ValueError, KeyError):
+                cached.unlink(missing_ok=True)  # a damaged cache entry is recomputed
+        images = np.stack([to_model_input(self._check_face(f)) for f in faces])
+        drawn = np.stack([to_model_input(rasterize(p, self.size)) for p in landmarks])
+        out = self.backends["target_encoder"].infer(
+            {"target_images": images, "target_landmarks": drawn})
+        identity = self.transformer.target_identity(images, np.stack(landmarks))
+        state = TargetState({n: _frozen(v) for n, v in out.items()}, _frozen(identity), len(faces), key)
+        if cached:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(cached) as temporary, open(temporary, "wb") as handle:
+                state.save(handle)
+        return state, False
+
+    def driver_landmarks(self, state: TargetState, face: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The landmark transformer for one driver frame: the target's identity with the
+        driver's expression, in the driver's pose (crop pixels)."""
+        return self.transformer.drive(state.identity, to_model_input(self._check_face(face)), landmarks)
+
+    def generate(self, state: TargetState, landmarks: np.ndarray) -> np.ndarray:
+        """Driver landmarks (68, 3) in crop pixels -> the reenacted face, uint8 RGB."""
+        drawn = to_model_input(rasterize(landmarks, self.size))[None]
+        out = self.backends["generator"].infer({"driver_landmarks": drawn, **state.feeds})
+        image = np.asarray(out["image"][0], dtype=np.float32)
+        return np.clip((image.transpose(1, 2, 0) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+    def _check_face(self, face: np.ndarray) -> np.ndarray:
+        if face.shape != (self.size, self.size, 3) or face.dtype != np.uint8:
+            raise RuntimeStageError(f"face crops must be uint8 ({self.size}, {self.size}, 3), "
+                                    f"got {face.dtype} {face.shape}")
+        return face

@@ -1,0 +1,45 @@
+"""Session-wide fixtures: one tiny checkpoint and its artefacts, built once per precision
+and shared by the export and runtime tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    from mnt.export.checkpoint import init_reference, save_checkpoint
+    from mnt.export.model import PRESETS
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(init_reference(PRESETS["tiny"], seed=0), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def parity_faces():
+    """Frames of the shared driver videos when they are beside the checkout, else the
+    astronaut photo shipped with scikit-image."""
+    from mnt.export.samples import default_faces, faces_from
+
+    driving = SHARED_DATA / "driving"
+    return faces_from([driving], 256) if driving.exists() else default_faces(256)
+
+
+@pytest.fixture(scope="session")
+def tiny_artefacts(tiny_checkpoint, parity_faces, tmp_path_factory):
+    """precision -> an artefact folder of the tiny checkpoint, built on first request."""
+    from mnt.export.build import build
+
+    built = {}
+
+    def get(precision: str):
+        if precision not in built:
+            out = tmp_path_factory.mktemp(precision) / "artefact"
+            build(tiny_checkpoint, precision, out, faces=parity_faces, log=lambda line: None)
+            built[precision] = out
+        return built[precision]
+
+    return get

@@ -1,0 +1,112 @@
+"""The runtime API on real artefacts of the tiny checkpoint."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mnt.export.checkpoint import load_checkpoint
+from mnt.export.samples import posed_landmarks
+from mnt.runtime import RuntimeStageError, rasterize, to_model_input
+from mnt.runtime.reenactor import Reenactor
+
+
+@pytest.fixture(scope="module")
+def fp32(tiny_artefacts):
+    return tiny_artefacts("fp32")
+
+
+def _targets(stats, faces, k, seed=0):
+    rng = np.random.default_rng(seed)
+    points = [posed_landmarks(stats, 256, rng.standard_normal(48), rng.uniform(-0.3, 0.3))
+              for _ in range(k)]
+    return faces[:k], points
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_matches_the_pytorch_reference_end_to_end(fp32, tiny_checkpoint, parity_faces, k):
+    reference = load_checkpoint(tiny_checkpoint)
+    faces, points = _targets(reference.stats, parity_faces, k)
+    driver = posed_landmarks(reference.stats, 256, np.random.default_rng(9).standard_normal(48), 0.2)
+    with Reenactor(fp32, backend="onnxruntime-cpu") as model:
+        state, hit = model.encode_targets(faces, points)
+        frame = model.generate(state, driver)
+    assert not hit and state.k == k and frame.shape == (256, 256, 3) and frame.dtype == np.uint8
+    y = torch.from_numpy(np.stack([to_model_input(f) for f in faces]))[None]
+    ry = torch.from_numpy(np.stack([to_model_input(rasterize(p)) for p in points]))[None]
+    rx = torch.from_numpy(to_model_input(rasterize(driver)))[None]
+    with torch.no_grad():
+        expected = reference.generator(rx, y, ry)[0].numpy().transpose(1, 2, 0)
+    expected = np.clip((expected + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    assert np.abs(frame.astype(int) - expected.astype(int)).max() <= 1  # rounding to uint8
+
+
+def test_landmark_transformer_keeps_a_target_driven_by_itself(fp32, tiny_checkpoint, parity_faces):
+    stats = load_checkpoint(tiny_checkpoint).stats
+    faces, points = _targets(stats, parity_faces, 1)
+    with Reenactor(fp32) as model:
+        state, _ = model.encode_targets(faces, points)
+        again = model.driver_landmarks(state, faces[0], points[0])
+    assert np.abs(again - points[0]).max() < 1e-3  # pixels; float32 coefficients
+
+
+def test_target_state_is_cached_and_immutable(fp32, tiny_checkpoint, parity_faces, tmp_path):
+    stats = load_checkpoint(tiny_checkpoint).stats
+    faces, points = _targets(stats, parity_faces, 3)
+    with Reenactor(fp32) as model:
+        first, hit1 = model.encode_targets(faces, points, cache=tmp_path)
+        second, hit2 = model.encode_targets(faces, points, cache=tmp_path)
+        other, hit3 = model.encode_targets(faces[:2], points[:2], cache=tmp_path)
+    assert (hit1, hit2, hit3) == (False, True, False)
+    assert first.key == second.key != other.key and len(list(tmp_path.glob("*.npz"))) == 2
+    assert all(np.array_equal(first.feeds[n], second.feeds[n]) for n in first.feeds)
+    with pytest.raises(ValueError):
+        first.feeds["keys_0"][0, 0, 0] = 1.0
+    (tmp_path / f"{first.key}.npz").write_bytes(b"damaged")
+    with Reenactor(fp32) as model:
+        _, hit = model.encode_targets(faces, points, cache=tmp_path)
+    assert not hit
+
+
+def test_bad_targets_and_changed_artefacts_are_refused(fp32, tiny_checkpoint, parity_faces, tmp_path):
+    stats = load_checkpoint(tiny_checkpoint).stats
+    faces, points = _targets(stats, parity_faces, 1)
+    with Reenactor(fp32) as model:
+        with pytest.raises(RuntimeStageError, match="need 1 to 8 target faces"):
+            model.encode_targets(faces * 9, points * 9)
+        with pytest.raises(RuntimeStageError, match="face crops must be"):
+            model.encode_targets([faces[0][:100]], points)
+    copy = tmp_path / "copy"
+    shutil.copytree(fp32, copy)
+    with open(copy / "generator.onnx", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(RuntimeStageError, match="generator.onnx changed since the build"):
+        Reenactor(copy)
+
+
+def test_runtime_runs_fp16_artefacts_without_torch(tiny_artefacts):
+    folder = tiny_artefacts("fp16")
+    code = (
+        "import sys\n"
+        "class NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'onnxscript'):\n"
+        "            raise ImportError(name + ' is blocked')\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+        "import numpy as np\n"
+        "from mnt.runtime.reenactor import Reenactor\n"
+        "from mnt.runtime.landmarks import Pose, denormalize\n"
+        f"model = Reenactor({str(folder)!r})\n"
+        "pose = Pose(np.eye(3), 80.0, np.array([128.0, 140.0, 0.0]))\n"
+        "points = denormalize(model.stats.mean, pose)\n"
+        "face = np.full((256, 256, 3), 128, np.uint8)\n"
+        "state, _ = model.encode_targets([face], [points])\n"
+        "frame = model.generate(state, model.driver_landmarks(state, face, points))\n"
+        "assert frame.shape == (256, 256, 3) and frame.std() > 1\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
