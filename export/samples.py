@@ -19,6 +19,7 @@ import torch
 from mnt.export.checkpoint import Reference
 from mnt.export.errors import ExportError
 from mnt.runtime import Pose, denormalize, normalize, rasterize, to_model_input
+from mnt.runtime.align import CENTRE, RADIUS
 from mnt.runtime.landmarks import N_EXPRESSION, LandmarkStats
 from mnt.runtime.video import read_frames
 
@@ -77,7 +78,8 @@ def posed_landmarks(stats: LandmarkStats, size: int, alpha: np.ndarray | None = 
     shape = stats.mean + (stats.expression(alpha) if alpha is not None else 0.0)
     c, s = np.cos(yaw), np.sin(yaw)
     rotation = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-    return denormalize(shape, Pose(rotation, 0.32 * size, np.array([size / 2, 0.55 * size, 0.0])))
+    centre = np.array([CENTRE[0] * size, CENTRE[1] * size, 0.0])
+    return denormalize(shape, Pose(rotation, RADIUS * size, centre))
 
 
 def component_inputs(reference: Reference, faces: list[np.ndarray], k: int,

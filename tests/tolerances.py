@@ -26,3 +26,10 @@ GENERATOR_K8_OVER_K1_MAX = 1.05
 # Spectral norm divides by a power-iteration estimate of sigma (15 iterations at init),
 # not the exact largest singular value: a folded weight's true norm is 1 to within ~1 %.
 FOLDED_SPECTRAL_NORM_REL = 0.02
+
+# The One-Euro filter at rest (min_cutoff 1 Hz at 30 fps: alpha = 0.17) averages ~11 frames,
+# so white noise keeps about sqrt(alpha / (2 - alpha)) = 0.3 of its standard deviation;
+# 0.4 leaves room for the speed term (beta 0.01: noise of 2 px raises the cutoff ~0.3 Hz).
+ONE_EURO_JITTER_RATIO = 0.4
+# After a 100 px step the filter must have caught up to within 1 px in half a second.
+ONE_EURO_STEP_PX = 1.0

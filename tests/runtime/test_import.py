@@ -5,7 +5,8 @@ import sys
 def test_runtime_imports_without_torch_export_or_calibration():
     code = (
         "import sys, mnt.runtime, mnt.runtime.console, mnt.runtime.files, mnt.runtime.manifest;"
-        "import mnt.runtime.backends.onnxruntime, mnt.runtime.video;"
+        "import mnt.runtime.backends.onnxruntime, mnt.runtime.video, mnt.runtime.reenactor;"
+        "import mnt.runtime.cli, mnt.runtime.pipeline, mnt.runtime.faces, mnt.runtime.demo;"
         "bad = [m for m in ('torch', 'mnt.export', 'mnt.calibration') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -1,0 +1,222 @@
+"""mnt-run: reenact a driver video (or a webcam) with a folder of target photos."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from mnt.runtime.console import guard
+from mnt.runtime.errors import RuntimeStageError
+from mnt.runtime.reenactor import BACKENDS
+
+OUTPUTS = ("face", "side-by-side", "paste-back")
+DEFAULT_PRESET = "tiny"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("MNT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mnt")
+    return Path(root)
+
+
+def default_artifacts(say) -> Path:
+    """The built-in default: a seed-0 `tiny` checkpoint exported to FP32 ONNX in the cache
+    folder on first use. Built by the mnt-export command in a child process, so that the
+    runtime itself never imports the export side (or torch)."""
+    from importlib.metadata import version
+
+    folder = cache_dir() / "artifacts" / f"default-{DEFAULT_PRESET}-fp32-{version('mnt')}"
+    if (folder / "manifest.json").is_file():
+        return folder
+    checkpoint = cache_dir() / f"default-{DEFAULT_PRESET}.safetensors"
+    say(f"no --artifacts given: building the default ({DEFAULT_PRESET} preset, random weights) "
+        f"into {folder}; this happens once")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    steps = [["init", "--preset", DEFAULT_PRESET, "--seed", "0", "-o", str(checkpoint), "--force"],
+             ["build", "--checkpoint", str(checkpoint), "--precision", "fp32", "--out", str(folder),
+              "--force"]]
+    for step in steps:
+        result = subprocess.run([sys.executable, "-m", "mnt.export.cli", *step],
+                                stderr=subprocess.PIPE, text=True)
+        if result.returncode != 0:
+            detail = (result.stderr.strip().splitlines() or ["failed"])[-1]
+            raise RuntimeStageError(
+                f"could not build the default artefacts: {detail}",
+                hint="install the export side (pip install torch==2.13.0 && pip install 'mnt[export,cpu]') "
+                     "or pass --artifacts DIR")
+    return folder
+
+
+def _compose(mode: str, result: np.ndarray, crop, frame: np.ndarray, targets) -> np.ndarray:
+    if mode == "face":
+        return result
+    if mode == "side-by-side":
+        return np.concatenate([crop.image, result], axis=1)
+    from mnt.runtime.align import paste_back
+
+    return paste_back(targets.photo, result, targets.crops[0])
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("source", required=False)
+@click.option("--targets", "targets_dir", type=click.Path(path_type=Path),
+              help="Folder with 1 to 8 photos of the target person.")
+@click.option("--demo", is_flag=True,
+              help="Use built-in inputs: the astronaut photo (scikit-image) as the target, and a "
+                   "video made from matplotlib's Grace Hopper photo with a synthetic head sway "
+                   "as the driver (unless SOURCE or --targets are given).")
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path),
+              help="Artefact folder from `mnt-export build`; default: a built-in tiny model "
+                   "(random weights) built into the cache folder on first use.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="Inference engine; auto takes ONNX Runtime CUDA where a GPU and onnxruntime-gpu "
+                   "exist, else the CPU.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output video (H.264, the driver's audio copied); default: SOURCE's name "
+                   "with .reenacted.mp4 in the current folder (for a camera: only a preview).")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
+@click.option("--output-mode", "--output-kind", "mode", type=click.Choice(OUTPUTS), default="face",
+              show_default=True, help="face: the reenacted 256x256 face; side-by-side: driver crop | "
+              "result; paste-back: the face blended into the first target photo.")
+@click.option("--no-landmark-transformer", is_flag=True,
+              help="Drive with the driver's own landmarks (MarioNETte without LT).")
+@click.option("--force", is_flag=True, help="Overwrite the output video if it exists.")
+@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of errors.")
+def main(source: str | None, targets_dir: Path | None, demo: bool, artifacts: Path | None,
+         backend: str, output: Path | None, max_frames: int | None, mode: str,
+         no_landmark_transformer: bool, force: bool, verbose: bool) -> None:
+    """Reenact SOURCE (a video file, or a camera index such as 0) with the face in TARGETS.
+
+    Example: mnt-run driver.mp4 --targets photos/ -o out.mp4. Try it with no files at
+    all: mnt-run --demo -o demo.mp4.
+    """
+    with guard("mnt-run", verbose):
+        if demo and (source is None or targets_dir is None):
+            from mnt.runtime.demo import demo_inputs
+
+            video, photos = demo_inputs(cache_dir() / "demo")
+            source, targets_dir = source or str(video), targets_dir or photos
+        if source is None or targets_dir is None:
+            raise RuntimeStageError("give a driver video (or camera index) and --targets DIR",
+                                    hint="or try `mnt-run --demo -o demo.mp4`")
+        run(source, targets_dir, artifacts, backend, output, max_frames, mode,
+            not no_landmark_transformer, force)
+
+
+def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, output: Path | None,
+        max_frames: int | None, mode: str, transform: bool, force: bool) -> None:
+    from mnt.runtime.faces import MediaPipeLandmarks
+    from mnt.runtime.pipeline import DriverStream, load_targets
+    from mnt.runtime.reenactor import Reenactor
+    from mnt.runtime.video import VideoWriter, read_frames, video_info
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    camera = source.isdigit()
+    if not camera and not Path(source).is_file():
+        raise RuntimeStageError(f"driver video {source} does not exist")
+    if output is None and not camera:
+        output = Path(f"{Path(source).stem}.reenacted.mp4")
+    if output is not None and output.exists() and not force:
+        raise RuntimeStageError(f"{output} already exists", hint="pass --force to overwrite it")
+    rate, count, _ = (30, 0, False) if camera else video_info(source)
+    folder = artifacts or default_artifacts(say)
+    started = time.perf_counter()
+    with Reenactor(folder, backend=backend) as model:
+        with MediaPipeLandmarks(static_image_mode=True) as photos:
+            targets = load_targets(targets_dir, model, photos, cache_dir() / "targets", say)
+        encoding = ("taken from the cache" if targets.cache_hit
+                    else f"computed in {time.perf_counter() - started:.1f} s")
+        say(f"targets: {len(targets.files)} photo(s), encoding {encoding}")
+        tracker = MediaPipeLandmarks(static_image_mode=False)
+        stream = DriverStream(model, targets, tracker, float(rate), transform)
+        frames = _camera_frames(int(source)) if camera else read_frames(source, limit=max_frames)
+        writer = None
+        total = min(count, max_frames) if count and max_frames else (count or max_frames or 0)
+        # (a camera has no length: the bar then only shows the frames per second)
+        try:
+            with click.progressbar(length=max(total, 1), label="reenacting", file=sys.stderr,
+                                   show_pos=True, item_show_func=lambda _: _fps(stream)) as bar:
+                io_started = time.perf_counter()
+                for frame in frames:
+                    stream.timings.io += time.perf_counter() - io_started
+                    result, crop = stream(frame)
+                    picture = _compose(mode, result, crop, frame, targets)
+                    io_started = time.perf_counter()
+                    if output is not None:
+                        if writer is None:
+                            writer = VideoWriter(output, rate, picture.shape[1], picture.shape[0],
+                                                 audio_from=None if camera else source)
+                        writer.write(picture)
+                    if camera and _preview(picture):
+                        break
+                    bar.update(1)
+                    if max_frames and stream.timings.frames >= max_frames:
+                        break
+        except KeyboardInterrupt:
+            if writer is not None and writer.frames:
+                writer.close()
+                say(f"interrupted: wrote the first {writer.frames} frames to {output}")
+            raise
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        finally:
+            tracker.close()
+        if writer is not None:
+            writer.close()
+    _summary(stream, targets, output, say)
+
+
+def _fps(stream) -> str:
+    t = stream.timings
+    busy = t.landmarks + t.generator + t.io
+    return f"{t.frames / busy:.1f} fps" if busy > 0 and t.frames else ""
+
+
+def _camera_frames(index: int):
+    import cv2
+
+    capture = cv2.VideoCapture(index)
+    if not capture.isOpened():
+        raise RuntimeStageError(f"cannot open camera {index}")
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    finally:
+        capture.release()
+
+
+def _preview(picture: np.ndarray) -> bool:
+    """Show a frame; True when the user pressed q or Esc."""
+    import cv2
+
+    cv2.imshow("mnt-run (q to quit)", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    return (cv2.waitKey(1) & 0xFF) in (ord("q"), 27)
+
+
+def _summary(stream, targets, output, say) -> None:
+    t = stream.timings
+    ms = t.per_frame_ms()
+    say(f"{t.frames} frames; per frame: landmarks {ms['landmarks']:.1f} ms, generator "
+        f"{ms['generator']:.1f} ms, I/O {ms['io']:.1f} ms; target cache "
+        f"{'hit' if targets.cache_hit else 'miss'}"
+        + (f"; {t.frames_without_face} frames without a face (held the last landmarks)"
+           if t.frames_without_face else ""))
+    if output is not None:
+        say(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
