@@ -53,7 +53,7 @@ def default_artifacts(say) -> Path:
     return folder
 
 
-def _compose(mode: str, result: np.ndarray, crop, frame: np.ndarray, targets) -> np.ndarray:
+def _compose(mode: str, result: np.ndarray, crop, targets) -> np.ndarray:
     if mode == "face":
         return result
     if mode == "side-by-side":
@@ -147,8 +147,12 @@ def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, ou
                 io_started = time.perf_counter()
                 for frame in frames:
                     stream.timings.io += time.perf_counter() - io_started
-                    result, crop = stream(frame)
-                    picture = _compose(mode, result, crop, frame, targets)
+                    produced = stream(frame)
+                    bar.update(1)
+                    if produced is None:  # no face yet: nothing to reenact
+                        io_started = time.perf_counter()
+                        continue
+                    picture = _compose(mode, *produced, targets)
                     io_started = time.perf_counter()
                     if output is not None:
                         if writer is None:
@@ -157,7 +161,6 @@ def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, ou
                         writer.write(picture)
                     if camera and _preview(picture):
                         break
-                    bar.update(1)
                     if max_frames and stream.timings.frames >= max_frames:
                         break
         except KeyboardInterrupt:
@@ -171,6 +174,9 @@ def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, ou
             raise
         finally:
             tracker.close()
+        if writer is None and output is not None:
+            raise RuntimeStageError(f"no human face found in any frame of {source}; "
+                                    f"{output} was not written")
         if writer is not None:
             writer.close()
     _summary(stream, targets, output, say)
@@ -212,8 +218,8 @@ def _summary(stream, targets, output, say) -> None:
     say(f"{t.frames} frames; per frame: landmarks {ms['landmarks']:.1f} ms, generator "
         f"{ms['generator']:.1f} ms, I/O {ms['io']:.1f} ms; target cache "
         f"{'hit' if targets.cache_hit else 'miss'}"
-        + (f"; {t.frames_without_face} frames without a face (held the last landmarks)"
-           if t.frames_without_face else ""))
+        + (f"; {t.frames_without_face} frames without a face (leading ones skipped, later ones "
+           "held the last landmarks)" if t.frames_without_face else ""))
     if output is not None:
         say(f"wrote {output}")
 

@@ -99,8 +99,9 @@ class DriverStream:
     _lost: bool = False
     _reference: np.ndarray | None = None
 
-    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, Crop]:
-        """One driver frame (uint8 RGB) -> (reenacted face, the driver's crop)."""
+    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, Crop] | None:
+        """One driver frame (uint8 RGB) -> (reenacted face, the driver's crop), or None while
+        no face has been seen yet (such leading frames are skipped and counted)."""
         started = time.perf_counter()
         if self._reference is None:
             self._reference = template(self.model.stats, self.model.size)
@@ -111,8 +112,7 @@ class DriverStream:
         if face is None:
             self.timings.frames_without_face += 1
             if self._last is None:
-                raise RuntimeStageError(f"frame {self.timings.frames + 1}: no human face found in "
-                                        "the driver video so far")
+                return None
             self._lost = True
             points = self._last  # hold the last landmarks
         else:

@@ -1,6 +1,7 @@
 """mnt-run end to end through the real command line, on the shared media."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -163,3 +164,33 @@ def test_demo_builds_the_default_artefacts_once_and_runs(env, tmp_path):
 def test_missing_inputs_point_to_the_demo(env):
     result = mnt_run(env=env)
     assert result.returncode == 1 and "mnt-run --demo" in result.stderr
+
+
+def _video_of(path, images, size=384):
+    from fractions import Fraction
+
+    from mnt.runtime.video import VideoWriter
+
+    writer = VideoWriter(path, Fraction(25), size, size)
+    for image in images:
+        writer.write(cv2.resize(cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB), (size, size)))
+    writer.close()
+    return path
+
+
+def test_frames_without_a_face_are_skipped_then_held(artefacts, env, tmp_path):
+    targets = _targets(tmp_path, "s42.jpg")
+    driver = _video_of(tmp_path / "dog-then-face.mp4",
+                       [NON_FACES / "s25.jpg"] * 3 + [TARGETS / "s1.jpg"] * 4 + [NON_FACES / "s25.jpg"] * 2)
+    out = tmp_path / "out.mp4"
+    result = mnt_run(driver, "--targets", targets, "--artifacts", artefacts, "-o", out, env=env)
+    assert result.returncode == 0, result.stderr
+    # The 3 leading dog frames are skipped; the trailing ones are either held (face lost) or,
+    # as mediapipe's tracker may follow the mesh onto the dog, generated: 6 frames either way.
+    without = int(re.search(r"(\d+) frames without a face", result.stderr).group(1))
+    assert 3 <= without <= 5 and _frame_count(out) == 6
+    no_face = _video_of(tmp_path / "dog.mp4", [NON_FACES / "s25.jpg"] * 3)
+    result = mnt_run(no_face, "--targets", targets, "--artifacts", artefacts, "-o", tmp_path / "x.mp4",
+                     env=env)
+    assert result.returncode == 1 and "no human face found in any frame" in result.stderr
+    assert not (tmp_path / "x.mp4").exists()
