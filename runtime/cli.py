@@ -81,7 +81,7 @@ def _compose(mode: str, result: np.ndarray, crop, targets) -> np.ndarray:
               help="Output video (H.264, the driver's audio copied); default: SOURCE's name "
                    "with .reenacted.mp4 in the current folder (for a camera: only a preview).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
-@click.option("--output-mode", "--output-kind", "mode", type=click.Choice(OUTPUTS), default="face",
+@click.option("--output-mode", "mode", type=click.Choice(OUTPUTS), default="face",
               show_default=True, help="face: the reenacted 256x256 face; side-by-side: driver crop | "
               "result; paste-back: the face blended into the first target photo.")
 @click.option("--no-landmark-transformer", is_flag=True,

@@ -80,6 +80,7 @@ def make_backends(folder: Path, manifest: Manifest, backend: str,
     device = "cpu"
     if backend == "onnxruntime-cuda" or (backend == "auto" and _cuda_available()):
         device = "cuda"
+    allow_fallback = allow_fallback or backend == "auto"  # auto means "the best that works"
     return {name: OnnxRuntimeBackend(info, folder, device, allow_fallback)
             for name, info in manifest.components.items()}
 
