@@ -35,14 +35,23 @@ class Crop:
         return cv2.invertAffineTransform(self.matrix)
 
 
-def align(image: np.ndarray, landmarks: np.ndarray, reference: np.ndarray, size: int) -> Crop:
-    """Crop `image` with the similarity (rotation in the image plane, scale, translation)
-    that best maps the landmarks' x, y onto `reference` (see `template`)."""
+def fit(landmarks: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The similarity (rotation in the image plane, scale, translation) that best maps the
+    landmarks' x, y onto `reference` (see `template`), as a (2, 3) matrix."""
     points = np.asarray(landmarks, np.float64)
     matrix, _ = cv2.estimateAffinePartial2D(points[:, :2].astype(np.float32),
                                             reference[:, :2].astype(np.float32), method=cv2.LMEDS)
     if matrix is None or not np.all(np.isfinite(matrix)):
         raise RuntimeStageError("cannot align the face: its landmarks are degenerate")
+    return matrix
+
+
+def align(image: np.ndarray, landmarks: np.ndarray, reference: np.ndarray, size: int,
+          matrix: np.ndarray | None = None) -> Crop:
+    """Crop `image` by `matrix`, or by the fit of the landmarks onto `reference`."""
+    points = np.asarray(landmarks, np.float64)
+    if matrix is None:
+        matrix = fit(points, reference)
     crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
