@@ -27,12 +27,11 @@ from mnt.export.parity import measure
 from mnt.export.samples import component_inputs, default_faces, faces_from
 from mnt.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from mnt.runtime.files import sha256_file
-from mnt.runtime.manifest import ComponentInfo, Manifest, TensorInfo
+from mnt.runtime.manifest import STATS_NAME, ComponentInfo, Manifest, TensorInfo
 
 GATE_KS = (1, 8)  # the ends of the supported range; the goldens add K=3
 GOLDEN_K = 3
 NUMPY_DTYPES = {"fp32": "float32", "fp16": "float16"}
-STATS_FILE = "landmark_stats.npz"
 
 
 def toolchain_versions() -> dict[str, str]:
@@ -112,11 +111,11 @@ def _build_into(folder: Path, checkpoint: Path, reference: Reference, precision:
         inputs = {k: inputs_by_k[k][name] for k in ks}
         components[name] = _export_component(folder, modules[name], specs[name], precision, inputs,
                                              log)
-    _save_stats(reference, folder / STATS_FILE)
+    _save_stats(reference, folder / STATS_NAME)
     manifest = Manifest(
         tool_version=version("mnt"), checkpoint_sha256=sha256_file(checkpoint), precision=precision,
         opset=OPSET, versions=toolchain_versions(), model=json.loads(reference.config.to_json()),
-        components=components, files={STATS_FILE: sha256_file(folder / STATS_FILE)})
+        components=components, files={STATS_NAME: sha256_file(folder / STATS_NAME)})
     manifest.write(folder)
     return manifest
 

@@ -39,9 +39,9 @@ def ablate(reference: Reference, faces: list[np.ndarray], k: int = 1,
            log: Callable[[str], None] = print) -> dict[str, float]:
     """{variant: PSNR in dB of the float16 frame against float64 (nan: non-finite)}."""
     generator = reference.folded_generator()
-    images, landmarks = (torch.from_numpy(x)[None] for x in component_inputs(
-        reference, faces, k)["target_encoder"])
-    driver = torch.from_numpy(component_inputs(reference, faces, k)["generator"][0])
+    inputs = component_inputs(reference, faces, k)
+    images, landmarks = (torch.from_numpy(x)[None] for x in inputs["target_encoder"])
+    driver = torch.from_numpy(inputs["generator"][0])
     with torch.no_grad():
         expected = copy.deepcopy(generator).double()(driver.double(), images.double(),
                                                      landmarks.double())

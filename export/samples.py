@@ -21,9 +21,9 @@ from mnt.export.errors import ExportError
 from mnt.runtime import Pose, denormalize, normalize, rasterize, to_model_input
 from mnt.runtime.align import CENTRE, RADIUS
 from mnt.runtime.landmarks import N_EXPRESSION, LandmarkStats
+from mnt.runtime.pipeline import IMAGE_SUFFIXES, read_image
 from mnt.runtime.video import read_frames
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm"}
 
 
@@ -61,9 +61,9 @@ def faces_from(paths: Sequence[str | os.PathLike[str]], size: int, count: int = 
                    if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
     for file in files:
         if file.suffix.lower() in IMAGE_SUFFIXES:
-            image = cv2.imread(str(file))
+            image = read_image(file)
             if image is not None:
-                faces.append(square_crop(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), size))
+                faces.append(square_crop(image, size))
         else:
             faces.extend(square_crop(f, size) for f in read_frames(file, limit=6, step=15))
     if not faces:

@@ -345,4 +345,3 @@ class OneEuroFilter:
         self._x, self._dx, self._t = filtered, dx, t
         return filtered.copy()
 
-    filter = __call__

@@ -17,6 +17,7 @@ from mnt.runtime.files import atomic_path, sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+STATS_NAME = "landmark_stats.npz"  # the landmark statistics beside the components
 REBUILD_HINT = "rebuild it with `mnt-export build --checkpoint CKPT --out DIR`"
 
 
@@ -128,11 +129,13 @@ def load_manifest(folder: str | os.PathLike[str]) -> Manifest:
         raise RuntimeStageError(f"{path} is missing field {err}", hint=REBUILD_HINT) from err
 
 
-def check_hashes(folder: str | os.PathLike[str], manifest: Manifest) -> list[str]:
-    """Names of the files whose content no longer matches the manifest."""
+def check_hashes(folder: str | os.PathLike[str], manifest: Manifest, goldens: bool = True) -> list[str]:
+    """Names of the files whose content no longer matches the manifest (the goldens too,
+    unless `goldens` is False: the runtime loads only the components and statistics)."""
     expected = {c.file: c.sha256 for c in manifest.components.values()}
-    expected.update({c.golden["file"]: c.golden["sha256"]
-                     for c in manifest.components.values() if c.golden})
+    if goldens:
+        expected.update({c.golden["file"]: c.golden["sha256"]
+                         for c in manifest.components.values() if c.golden})
     expected.update(manifest.files)
     bad = []
     for name, digest in expected.items():

@@ -107,7 +107,6 @@ class DriverStream:
         do; it is refitted when the face drifts more than REFIT of the crop from its place
         or changes size by as much (cuts, zooms, walking off)."""
         assert self._reference is not None
-        fitted = fit(points, self._reference)
         if self._matrix is not None:
             xy = points[:, :2] @ self._matrix[:, :2].T + self._matrix[:, 2]
             reference = self._reference[:, :2]
@@ -116,8 +115,8 @@ class DriverStream:
             target = np.sqrt(((reference - reference.mean(axis=0)) ** 2).sum(axis=1).mean())
             if drift < REFIT and abs(spread / target - 1) < REFIT:
                 return self._matrix
-        self._matrix = fitted
-        return fitted
+        self._matrix = fit(points, self._reference)
+        return self._matrix
 
     def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, Crop] | None:
         """One driver frame (uint8 RGB) -> (reenacted face, the driver's crop), or None while

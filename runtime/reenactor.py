@@ -21,10 +21,16 @@ from mnt.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.files import atomic_path
 from mnt.runtime.landmarks import LandmarkStats, LandmarkTransformer
-from mnt.runtime.manifest import REBUILD_HINT, Manifest, check_hashes, load_manifest
+from mnt.runtime.manifest import (
+    MANIFEST_NAME,
+    REBUILD_HINT,
+    STATS_NAME,
+    Manifest,
+    check_hashes,
+    load_manifest,
+)
 from mnt.runtime.rasterize import rasterize, to_model_input
 
-STATS_FILE = "landmark_stats.npz"
 BACKENDS = ("auto", "onnxruntime-cpu", "onnxruntime-cuda")
 
 
@@ -55,11 +61,11 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 
 def load_stats(folder: Path) -> LandmarkStats:
     try:
-        with np.load(folder / STATS_FILE, allow_pickle=False) as data:
+        with np.load(folder / STATS_NAME, allow_pickle=False) as data:
             return LandmarkStats(mean=data["mean"], basis=data["basis"], coef_mean=data["coef_mean"],
                                  coef_std=data["coef_std"], lambda_exp=float(data["lambda_exp"]))
     except (OSError, KeyError, ValueError) as err:
-        raise RuntimeStageError(f"{folder / STATS_FILE} is missing or unreadable: {err}",
+        raise RuntimeStageError(f"{folder / STATS_NAME} is missing or unreadable: {err}",
                                 hint=REBUILD_HINT) from err
 
 
@@ -94,7 +100,7 @@ class Reenactor:
         self.folder = Path(folder)
         self.manifest = load_manifest(self.folder)
         if check_files:
-            changed = check_hashes(self.folder, self.manifest)
+            changed = check_hashes(self.folder, self.manifest, goldens=False)
             if changed:
                 raise RuntimeStageError(f"{self.folder}: {', '.join(changed)} changed since the build",
                                         hint=REBUILD_HINT)
@@ -105,7 +111,7 @@ class Reenactor:
             b.activate()
         self.transformer = LandmarkTransformer(self.stats, self._coefficients)
         self.artefact_key = hashlib.sha256(
-            (self.folder / "manifest.json").read_bytes()).hexdigest()
+            (self.folder / MANIFEST_NAME).read_bytes()).hexdigest()
 
     def close(self) -> None:
         for b in self.backends.values():
