@@ -1,1 +1,1 @@
-"""mnt.calibration: INT8 by explicit quantisation from real frames (not built yet)."""
+"""mnt.calibration: INT8 by explicit Q/DQ quantisation from real frames (see README.md)."""

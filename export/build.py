@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from mnt.export.components import COMPONENTS, ComponentSpec, component_modules, 
 from mnt.export.errors import ExportError
 from mnt.export.onnx_export import DTYPES, OPSET, export_component, grid_sample_modes
 from mnt.export.parity import measure
+from mnt.export.plugin_ops import PLUGIN_COMPONENTS, custom_ops
 from mnt.export.samples import component_inputs, default_faces, faces_from
 from mnt.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from mnt.runtime.files import sha256_file
@@ -75,11 +77,29 @@ def _publish(staging: Path, out: Path) -> None:
 
 def build(checkpoint: Path, precision: str, out: Path, force: bool = False,
           faces: list[np.ndarray] | None = None, face_paths: Sequence[Path] = (),
-          gate_ks: tuple[int, ...] = GATE_KS, log: Callable[[str], None] = print) -> Manifest:
+          gate_ks: tuple[int, ...] = GATE_KS, log: Callable[[str], None] = print,
+          plugins: bool = False, calibration_data: Path | None = None,
+          calibration: Any = None, from_fp32: Path | None = None) -> Manifest:
     """Export, gate and write one artefact folder; raises ExportError (nothing written).
-    Parity faces: `faces` (crops), else read from `face_paths`, else the default photo."""
-    if precision not in DTYPES:
-        raise ExportError(f"unknown precision {precision!r}; choose one of {sorted(DTYPES)}")
+    Parity faces: `faces` (crops), else read from `face_paths`, else the default photo.
+    `plugins`: the target encoder and generator with `mnt::` custom nodes for warp and
+    attention (export/plugin_ops.py), gated like the standard graph.
+    int8 (mnt.calibration): `calibration_data` is a folder of driver videos and target
+    photos; `calibration` an optional mnt.calibration.data.Options (sample sizes, seed);
+    `from_fp32` an existing FP32 build of the same checkpoint to calibrate from (read only)
+    instead of building one first."""
+    if precision not in (*DTYPES, "int8"):
+        raise ExportError(f"unknown precision {precision!r}; choose one of {sorted(DTYPES) + ['int8']}")
+    if (precision == "int8") != (calibration_data is not None):
+        raise ExportError("int8 builds, and only they, need calibration media",
+                          hint="pass --precision int8 with --calibration-data DIR (driver videos, "
+                               "target photos)")
+    if precision == "int8" and plugins:
+        raise ExportError("--plugins is not available for int8 builds yet")
+    if from_fp32 is not None and precision != "int8":
+        raise ExportError("--from-fp32 is for int8 builds only (an FP32 build to calibrate from)")
+    if from_fp32 is not None and Path(from_fp32).resolve() == Path(out).resolve():
+        raise ExportError("--from-fp32 and --out are the same folder", hint="write the int8 build elsewhere")
     if faces is not None and not faces:
         raise ExportError("no faces given for the parity inputs")
     reference = load_checkpoint(checkpoint)
@@ -88,7 +108,16 @@ def build(checkpoint: Path, precision: str, out: Path, force: bool = False,
         size = reference.config.image_size
         if faces is None:
             faces = faces_from(face_paths, size) if face_paths else default_faces(size)
-        manifest = _build_into(staging, checkpoint, reference, precision, faces, gate_ks, log)
+        if precision == "int8":
+            from mnt.calibration.build import build_int8_into  # calibration imports export
+            from mnt.calibration.data import Options
+
+            manifest = build_int8_into(staging, checkpoint, reference, faces, gate_ks,
+                                       Path(calibration_data), calibration or Options(), log,
+                                       from_fp32=from_fp32)
+        else:
+            manifest = _build_into(staging, checkpoint, reference, precision, faces, gate_ks, log,
+                                   plugins)
         _publish(staging, out)
     except OSError as err:  # a full disk or a vanished folder while writing
         raise ExportError(f"cannot write the build {out}: {err.strerror or err}") from err
@@ -99,7 +128,7 @@ def build(checkpoint: Path, precision: str, out: Path, force: bool = False,
 
 def _build_into(folder: Path, checkpoint: Path, reference: Reference, precision: str,
                 faces: list[np.ndarray], gate_ks: tuple[int, ...],
-                log: Callable[[str], None]) -> Manifest:
+                log: Callable[[str], None], plugins: bool = False) -> Manifest:
     modules = component_modules(reference.folded_generator(), copy.deepcopy(reference.disentangler))
     specs = component_specs(reference.config)
     ks = sorted({*gate_ks, GOLDEN_K})
@@ -107,10 +136,12 @@ def _build_into(folder: Path, checkpoint: Path, reference: Reference, precision:
     inputs_by_k = {k: component_inputs(reference, faces, k) for k in ks}
     components = {}
     for name in COMPONENTS:
-        log(f"{name}: exporting ({precision}) and checking parity ...")
+        with_plugins = plugins and name in PLUGIN_COMPONENTS
+        log(f"{name}: exporting ({precision}{', plugin ops' if with_plugins else ''}) "
+            "and checking parity ...")
         inputs = {k: inputs_by_k[k][name] for k in ks}
         components[name] = _export_component(folder, modules[name], specs[name], precision, inputs,
-                                             log)
+                                             log, with_plugins)
     _save_stats(reference, folder / STATS_NAME)
     manifest = Manifest(
         tool_version=version("mnt"), checkpoint_sha256=sha256_file(checkpoint), precision=precision,
@@ -122,22 +153,30 @@ def _build_into(folder: Path, checkpoint: Path, reference: Reference, precision:
 
 def _export_component(folder: Path, module: torch.nn.Module, spec: ComponentSpec, precision: str,
                       inputs_by_k: dict[int, tuple[np.ndarray, ...]],
-                      log: Callable[[str], None]) -> ComponentInfo:
+                      log: Callable[[str], None], plugins: bool = False) -> ComponentInfo:
     """Export one component, gate it, and store its goldens; -> its manifest entry."""
     file = f"{spec.name}.onnx"
     started = time.perf_counter()
-    export_component(module, spec, precision, folder / file)
+    export_component(module, spec, precision, folder / file, plugins)
     exported = time.perf_counter() - started
     bad_modes = [m for m in grid_sample_modes(folder / file) if m != "bilinear"]
     if bad_modes:
         raise ExportError(f"{spec.name}: GridSample exported with mode {bad_modes[0]!r}, not 'bilinear'")
+    ops: dict[str, int] = {}
+    if plugins:
+        try:
+            ops = custom_ops(folder / file)
+        except ValueError as err:
+            raise ExportError(f"{spec.name}: plugin variant: {err}") from err
+        if not ops:
+            raise ExportError(f"{spec.name}: plugin variant exported without any mnt:: node")
     dtype = NUMPY_DTYPES[precision]
     info = ComponentInfo(
         name=spec.name, file=file, sha256=sha256_file(folder / file), precision=precision,
         phase=spec.phase,
         inputs=tuple(TensorInfo(t.name, dtype, t.shape) for t in spec.inputs),
         outputs=tuple(TensorInfo(t.name, dtype, t.shape) for t in spec.outputs),
-        dims=dict(spec.dims), accuracy={})
+        dims=dict(spec.dims), accuracy={}, custom_ops=ops)
     with OnnxRuntimeBackend(info, folder) as backend:
         accuracy, references = measure(module, backend, inputs_by_k, precision)
     log(f"{spec.name}: exported in {exported:.1f} s, worst over K={sorted(inputs_by_k)}: "

@@ -68,27 +68,74 @@ def describe(checkpoint: Path | None, preset: str | None) -> None:
 
 
 @main.command("build")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint to export (see `mnt-export init`).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp16", show_default=True,
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True,
               help="fp16: a typed FP16 graph with FP32 islands (flows and sampling, softmax, "
-                   "normalisation); fp32: the reference precision.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+                   "normalisation); fp32: the reference precision; int8: Q/DQ calibrated on "
+                   "--calibration-data, the most sensitive blocks left in FP32.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Artefact folder to create.")
+@click.option("--from", "from_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Instead of exporting: take this artefact folder's ONNX, check them against its "
+                   "goldens, and build its TensorRT engines into it (on the target device).")
+@click.option("--kernels", type=click.Path(file_okay=False, path_type=Path),
+              help="Kernel library folder from `mnt-export kernels` for plugin-variant engines "
+                   "(default: $MNT_KERNELS_DIR).")
+@click.option("--engines/--no-engines", default=True, show_default=True,
+              help="Build TensorRT engines after the ONNX where TensorRT and a GPU are present.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists (only once the new build passed).")
 @click.option("--faces", type=click.Path(exists=True, path_type=Path), multiple=True,
               help="Photos or videos (files or folders) for the parity inputs; default: the "
                    "astronaut photo shipped with scikit-image.")
-def build_command(checkpoint: Path, precision: str, out: Path, force: bool,
-                  faces: tuple[Path, ...]) -> None:
+@click.option("--plugins", is_flag=True,
+              help="Plugin variant: warp and attention in the target encoder and generator as "
+                   "custom nodes mnt::Warp / mnt::CrossAttention (our kernels in TensorRT; "
+                   "ONNX Runtime runs reference implementations).")
+@click.option("--calibration-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="int8: a folder (searched recursively) of driver videos and target photos.")
+@click.option("--calibration-frames", type=click.IntRange(min=1), default=32, show_default=True,
+              help="int8: driver frames in the calibration sample.")
+@click.option("--held-back-frames", type=click.IntRange(min=1), default=8, show_default=True,
+              help="int8: frames kept out of the sample for the accuracy report and gate.")
+@click.option("--calibration-seed", type=int, default=0, show_default=True,
+              help="int8: seed of the frame sample (the same media and seed: the same sample).")
+@click.option("--from-fp32", "from_fp32", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="int8: calibrate from this FP32 build of the same checkpoint (checked, left "
+                   "unchanged) instead of building one first.")
+def build_command(checkpoint: Path | None, precision: str, out: Path | None, from_dir: Path | None,
+                  kernels: Path | None, engines: bool, force: bool, faces: tuple[Path, ...],
+                  plugins: bool, calibration_data: Path | None, calibration_frames: int,
+                  held_back_frames: int, calibration_seed: int, from_fp32: Path | None) -> None:
     """Export each component to ONNX, check it against the PyTorch reference in float64 on
-    real faces, and write OUT with its manifest (last, so a failed build leaves nothing)."""
+    real faces, and write OUT with its manifest (last, so a failed build leaves nothing);
+    then TensorRT engines where TensorRT and a GPU are present.
+
+    On the device: `mnt-export build --from OUT` builds the engines of a folder made elsewhere."""
+    from mnt.export.engine import engines_or_skip, verify_goldens
+
+    if from_dir is not None:
+        if checkpoint or out:
+            raise ExportError("--from takes an existing artefact folder; leave out --checkpoint and --out")
+        verify_goldens(from_dir, log=click.echo)
+        click.echo(engines_or_skip(from_dir, kernels, log=click.echo))
+        return
+    if checkpoint is None or out is None:
+        raise ExportError("build needs --checkpoint and --out (or --from DIR to add engines to a folder)")
     from mnt.export.build import build
 
     started = time.perf_counter()
-    build(checkpoint, precision, out, force=force, face_paths=faces, log=click.echo)
+    calibration = None
+    if precision == "int8":
+        from mnt.calibration.data import Options
+
+        calibration = Options(calibration_frames, held_back_frames, calibration_seed)
+    build(checkpoint, precision, out, force=force, face_paths=faces, log=click.echo, plugins=plugins,
+          calibration_data=calibration_data, calibration=calibration, from_fp32=from_fp32)
     click.echo(f"wrote {out} in {time.perf_counter() - started:.0f} s; check it on another machine "
                f"with `mnt-export verify {out}`")
+    if engines:
+        click.echo(engines_or_skip(out, kernels, log=click.echo))
 
 
 @main.command("verify")
@@ -133,6 +180,23 @@ def islands_command(checkpoint: Path, faces: tuple[Path, ...]) -> None:
     reference = load_checkpoint(checkpoint)
     size = reference.config.image_size
     ablate(reference, faces_from(list(faces), size) if faces else default_faces(size), log=click.echo)
+
+
+@main.command("kernels")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write libmnt_kernels.so, one PTX file per op and kernels.json to.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists (only once the new build succeeded).")
+def kernels_command(out: Path, force: bool) -> None:
+    """Compile the CUDA kernels (warp, cross-attention) with nvcc: SASS for sm_87 (Jetson
+    Orin), sm_89 and sm_90 plus PTX for newer GPUs, and the per-op PTX TensorRT plugins embed."""
+    from mnt.kernels.build import build_kernels
+
+    started = time.perf_counter()
+    manifest = build_kernels(out, force=force, log=click.echo)
+    size_mb = manifest["files"]["libmnt_kernels.so"]["bytes"] / 1e6
+    click.echo(f"wrote {out}: libmnt_kernels.so ({size_mb:.1f} MB, {', '.join(manifest['fatbin_targets'])}), "
+               f"{', '.join(f'{op}.ptx' for op in manifest['ops'])} ({manifest['archs']['op_ptx']}) "
+               f"in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

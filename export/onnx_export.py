@@ -20,6 +20,8 @@ from torch import nn
 
 from mnt.export.components import ComponentSpec
 from mnt.export.errors import ExportError
+from mnt.export.model.blocks import plugin_ops
+from mnt.export.plugin_ops import TRANSLATIONS
 
 OPSET = 18
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -31,9 +33,11 @@ def example_inputs(spec: ComponentSpec, dtype: torch.dtype, k: int = 2) -> tuple
                  for t in spec.inputs)
 
 
-def export_component(module: nn.Module, spec: ComponentSpec, precision: str, path: Path) -> None:
+def export_component(module: nn.Module, spec: ComponentSpec, precision: str, path: Path,
+                     plugins: bool = False) -> None:
     """Trace `module` (spectral norm already folded) in the precision's dtype and write
-    a checked ONNX model to `path`, with the spec's names and dynamic axes."""
+    a checked ONNX model to `path`, with the spec's names and dynamic axes. `plugins`:
+    warp and attention as `mnt::` custom nodes (export/plugin_ops.py)."""
     dtype = DTYPES[precision]
     traced = copy.deepcopy(module).to(dtype).eval()
     dims = {name: torch.export.Dim(name, min=lo, max=hi) for name, (lo, hi) in spec.dims.items()}
@@ -42,13 +46,15 @@ def export_component(module: nn.Module, spec: ComponentSpec, precision: str, pat
     quiet = io.StringIO()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), torch.no_grad():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), torch.no_grad(), \
+                (plugin_ops() if plugins else contextlib.nullcontext()):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 traced, example_inputs(spec, dtype), dynamo=True, opset_version=OPSET,
                 input_names=[t.name for t in spec.inputs],
                 output_names=[t.name for t in spec.outputs],
-                dynamic_shapes=dynamic, external_data=False, verbose=False)
+                dynamic_shapes=dynamic, external_data=False, verbose=False,
+                custom_translation_table=TRANSLATIONS if plugins else None)
     except Exception as err:  # the exporter raises many types; all mean the same to a user
         raise ExportError(f"{spec.name}: torch.onnx.export failed: {str(err).splitlines()[0]}") from err
     model = program.model_proto

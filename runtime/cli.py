@@ -25,6 +25,10 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def default_checkpoint() -> Path:
+    return cache_dir() / f"default-{DEFAULT_PRESET}.safetensors"
+
+
 def default_artifacts(say) -> Path:
     """The built-in default: a seed-0 `tiny` checkpoint exported to FP32 ONNX in the cache
     folder on first use. Built by the mnt-export command in a child process, so that the
@@ -34,7 +38,7 @@ def default_artifacts(say) -> Path:
     folder = cache_dir() / "artifacts" / f"default-{DEFAULT_PRESET}-fp32-{version('mnt')}"
     if (folder / "manifest.json").is_file():
         return folder
-    checkpoint = cache_dir() / f"default-{DEFAULT_PRESET}.safetensors"
+    checkpoint = default_checkpoint()
     say(f"no --artifacts given: building the default ({DEFAULT_PRESET} preset, random weights) "
         f"into {folder}; this happens once")
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -51,6 +55,16 @@ def default_artifacts(say) -> Path:
                 hint="install the export side (pip install torch==2.13.0 && pip install 'mnt[export,cpu]') "
                      "or pass --artifacts DIR")
     return folder
+
+
+def _reenactor(folder: Path, backend: str, checkpoint: Path | None):
+    from mnt.runtime.manifest import load_manifest
+    from mnt.runtime.reenactor import Reenactor, entry_point_backends
+
+    if backend != "torch":
+        return Reenactor(folder, backend=backend)
+    return Reenactor(folder, backends=entry_point_backends(
+        "torch", folder, load_manifest(folder), checkpoint=checkpoint))
 
 
 def _compose(mode: str, result: np.ndarray, crop, targets) -> np.ndarray:
@@ -74,9 +88,14 @@ def _compose(mode: str, result: np.ndarray, crop, targets) -> np.ndarray:
 @click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path),
               help="Artefact folder from `mnt-export build`; default: a built-in tiny model "
                    "(random weights) built into the cache folder on first use.")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-              help="Inference engine; auto takes ONNX Runtime CUDA where a GPU and onnxruntime-gpu "
-                   "exist, else the CPU.")
+@click.option("--backend", type=click.Choice([*BACKENDS, "torch"]), default="auto", show_default=True,
+              help="Inference engine; auto takes TensorRT where the artefacts hold engines built "
+                   "for this GPU, else ONNX Runtime CUDA where a GPU and onnxruntime-gpu exist, "
+                   "else the CPU; torch runs the PyTorch reference (needs the export side and "
+                   "--checkpoint).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --backend torch: the checkpoint the artefacts were built from "
+                   "(default: the built-in model's, when --artifacts is not given).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Output video (H.264, the driver's audio copied); default: SOURCE's name "
                    "with .reenacted.mp4 in the current folder (for a camera: only a preview).")
@@ -86,11 +105,14 @@ def _compose(mode: str, result: np.ndarray, crop, targets) -> np.ndarray:
               "result; paste-back: the face blended into the first target photo.")
 @click.option("--no-landmark-transformer", is_flag=True,
               help="Drive with the driver's own landmarks (MarioNETte without LT).")
+@click.option("--fan-weights", type=click.Path(path_type=Path),
+              help="Folder with the 3D-FAN weight files (the paper's landmark detector, via the "
+                   "face-alignment package; also $MNT_FAN_WEIGHTS); default: mediapipe's face mesh.")
 @click.option("--force", is_flag=True, help="Overwrite the output video if it exists.")
 @click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of errors.")
 def main(source: str | None, targets_dir: Path | None, demo: bool, artifacts: Path | None,
-         backend: str, output: Path | None, max_frames: int | None, mode: str,
-         no_landmark_transformer: bool, force: bool, verbose: bool) -> None:
+         backend: str, checkpoint: Path | None, output: Path | None, max_frames: int | None, mode: str,
+         no_landmark_transformer: bool, fan_weights: Path | None, force: bool, verbose: bool) -> None:
     """Reenact SOURCE (a video file, or a camera index such as 0) with the face in TARGETS.
 
     Example: mnt-run driver.mp4 --targets photos/ -o out.mp4. Try it with no files at
@@ -106,14 +128,14 @@ def main(source: str | None, targets_dir: Path | None, demo: bool, artifacts: Pa
             raise RuntimeStageError("give a driver video (or camera index) and --targets DIR",
                                     hint="or try `mnt-run --demo -o demo.mp4`")
         run(source, targets_dir, artifacts, backend, output, max_frames, mode,
-            not no_landmark_transformer, force)
+            not no_landmark_transformer, force, fan_weights, checkpoint)
 
 
 def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, output: Path | None,
-        max_frames: int | None, mode: str, transform: bool, force: bool) -> None:
-    from mnt.runtime.faces import MediaPipeLandmarks
+        max_frames: int | None, mode: str, transform: bool, force: bool,
+        fan_weights: Path | None = None, checkpoint: Path | None = None) -> None:
+    from mnt.runtime.faces import landmark_backend
     from mnt.runtime.pipeline import DriverStream, load_targets
-    from mnt.runtime.reenactor import Reenactor
     from mnt.runtime.video import VideoWriter, read_frames, video_info
 
     def say(line: str) -> None:
@@ -127,15 +149,22 @@ def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, ou
     if output is not None and output.exists() and not force:
         raise RuntimeStageError(f"{output} already exists", hint="pass --force to overwrite it")
     rate, count, _ = (30, 0, False) if camera else video_info(source)
+    from mnt.runtime.fan import check_weights, weights_folder
+
+    fan = weights_folder(fan_weights)
+    if fan is not None:  # before any slow step
+        check_weights(fan)
     folder = artifacts or default_artifacts(say)
+    if artifacts is None and checkpoint is None:
+        checkpoint = default_checkpoint()
     started = time.perf_counter()
-    with Reenactor(folder, backend=backend) as model:
-        with MediaPipeLandmarks(static_image_mode=True) as photos:
+    with _reenactor(folder, backend, checkpoint) as model:
+        with landmark_backend(True, fan_weights) as photos:
             targets = load_targets(targets_dir, model, photos, cache_dir() / "targets", say)
         encoding = ("taken from the cache" if targets.cache_hit
                     else f"computed in {time.perf_counter() - started:.1f} s")
         say(f"targets: {len(targets.files)} photo(s), encoding {encoding}")
-        tracker = MediaPipeLandmarks(static_image_mode=False)
+        tracker = landmark_backend(False, fan_weights)
         stream = DriverStream(model, targets, tracker, float(rate), transform)
         frames = _camera_frames(int(source)) if camera else read_frames(source, limit=max_frames)
         writer = None

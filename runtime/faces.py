@@ -123,8 +123,10 @@ class LandmarkBackend(abc.ABC):
     """Finds the main face of an image and its 68 3D landmarks."""
 
     @abc.abstractmethod
-    def detect(self, image: np.ndarray) -> Face | None:
-        """The largest face of a uint8 (H, W, 3) RGB image, or None when it holds none."""
+    def detect(self, image: np.ndarray, *, human_check: bool | None = None) -> Face | None:
+        """The largest face of a uint8 (H, W, 3) RGB image, or None when it holds none.
+        `human_check`: whether to run a separate is-it-human check now (a tracker asks for
+        it when it acquires a face); backends whose detector only finds humans ignore it."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op unless a backend holds resources
         """Release the backend's resources; it cannot be used afterwards."""
@@ -176,6 +178,17 @@ def _import_optional(name: str) -> Any:
         first = (str(err).splitlines() or [""])[0]
         raise RuntimeStageError(f"{name} failed to import (protobuf too new for it?): {first}",
                                 hint=INSTALL_HINT) from err
+
+
+def landmark_backend(static_image_mode: bool, fan_weights: os.PathLike[str] | str | None = None
+                     ) -> LandmarkBackend:
+    """3D-FAN when its weights are given (or in $MNT_FAN_WEIGHTS), else mediapipe."""
+    from mnt.runtime.fan import FanLandmarks, weights_folder
+
+    folder = weights_folder(fan_weights)
+    if folder is not None:
+        return FanLandmarks(folder, static_image_mode=static_image_mode)
+    return MediaPipeLandmarks(static_image_mode=static_image_mode)
 
 
 class MediaPipeLandmarks(LandmarkBackend):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,31 @@ class TensorInfo:
 
 
 @dataclass(frozen=True)
+class EngineInfo:
+    """A TensorRT engine of one component: valid only for this TensorRT version and GPU
+    compute capability (the runtime refuses it elsewhere)."""
+
+    file: str
+    sha256: str
+    tensorrt_version: str
+    compute_capability: str  # "8.7"
+    plugin_library_sha256: str | None  # the kernel library whose PTX the engine embeds
+    build_key: str  # export.engine.build_key: ONNX, settings, versions, GPU, plugins
+    ops: str  # "native": TensorRT's own layers; "plugins": our kernels (mnt::* nodes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "sha256": self.sha256, "tensorrt_version": self.tensorrt_version,
+                "compute_capability": self.compute_capability,
+                "plugin_library_sha256": self.plugin_library_sha256, "build_key": self.build_key,
+                "ops": self.ops}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EngineInfo:
+        return cls(data["file"], data["sha256"], data["tensorrt_version"], data["compute_capability"],
+                   data.get("plugin_library_sha256"), data["build_key"], data["ops"])
+
+
+@dataclass(frozen=True)
 class ComponentInfo:
     name: str
     file: str
@@ -47,12 +72,21 @@ class ComponentInfo:
     dims: dict[str, tuple[int, int]]
     accuracy: dict[str, Any]
     golden: dict[str, str] | None = None  # {"file", "sha256"} of stored inputs and outputs
+    engine: EngineInfo | None = None  # optional: absent until engines are built (schema 1)
+    # Plugin variant (`mnt-export build --plugins`): custom node -> count, e.g. {"mnt::Warp": 4}
+    custom_ops: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def variant(self) -> str:
+        """'plugins' when the graph holds mnt:: custom nodes (TensorRT plugins), else 'standard'."""
+        return "plugins" if self.custom_ops else "standard"
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "onnx": {"file": self.file, "sha256": self.sha256},
             "precision": self.precision,
             "phase": self.phase,
+            "variant": self.variant,
             "inputs": [t.to_json() for t in self.inputs],
             "outputs": [t.to_json() for t in self.outputs],
             "dims": {name: {"min": lo, "max": hi} for name, (lo, hi) in self.dims.items()},
@@ -60,6 +94,10 @@ class ComponentInfo:
         }
         if self.golden:
             data["golden"] = self.golden
+        if self.engine:
+            data["engine"] = self.engine.to_json()
+        if self.custom_ops:
+            data["custom_ops"] = dict(self.custom_ops)
         return data
 
     @classmethod
@@ -71,6 +109,8 @@ class ComponentInfo:
             outputs=tuple(TensorInfo.from_json(t) for t in data["outputs"]),
             dims={k: (v["min"], v["max"]) for k, v in data["dims"].items()},
             accuracy=data["accuracy"], golden=data.get("golden"),
+            engine=EngineInfo.from_json(data["engine"]) if data.get("engine") else None,
+            custom_ops=dict(data.get("custom_ops", {})),
         )
 
 
@@ -84,9 +124,12 @@ class Manifest:
     model: dict[str, Any]  # the checkpoint's config
     components: dict[str, ComponentInfo]
     files: dict[str, str]  # other files of the build (landmark statistics): name -> sha256
+    # INT8 builds (mnt.calibration): the calibration sample, per component the layers kept
+    # in higher precision and why, and the accuracy report's summary. None otherwise.
+    calibration: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "tool_version": self.tool_version,
             "checkpoint_sha256": self.checkpoint_sha256,
@@ -97,6 +140,9 @@ class Manifest:
             "files": self.files,
             "components": {name: c.to_json() for name, c in self.components.items()},
         }
+        if self.calibration is not None:
+            data["calibration"] = self.calibration
+        return data
 
     def write(self, folder: str | os.PathLike[str]) -> Path:
         path = Path(folder) / MANIFEST_NAME
@@ -124,6 +170,7 @@ def load_manifest(folder: str | os.PathLike[str]) -> Manifest:
             precision=data["precision"], opset=data["opset"], versions=data["versions"],
             model=data["model"], files=data["files"],
             components={n: ComponentInfo.from_json(n, c) for n, c in data["components"].items()},
+            calibration=data.get("calibration"),
         )
     except (KeyError, TypeError) as err:
         raise RuntimeStageError(f"{path} is missing field {err}", hint=REBUILD_HINT) from err

@@ -13,7 +13,7 @@ import numpy as np
 
 from mnt.runtime.align import Crop, align, fit, template
 from mnt.runtime.errors import RuntimeStageError
-from mnt.runtime.faces import LandmarkBackend, MediaPipeLandmarks, OneEuroFilter
+from mnt.runtime.faces import LandmarkBackend, OneEuroFilter
 from mnt.runtime.reenactor import Reenactor, TargetState
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -91,7 +91,7 @@ class DriverStream:
 
     model: Reenactor
     targets: Targets
-    faces: MediaPipeLandmarks
+    faces: LandmarkBackend
     rate: float
     transform: bool = True
     smoother: OneEuroFilter = field(default_factory=OneEuroFilter)

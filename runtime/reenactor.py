@@ -31,7 +31,7 @@ from mnt.runtime.manifest import (
 )
 from mnt.runtime.rasterize import rasterize, to_model_input
 
-BACKENDS = ("auto", "onnxruntime-cpu", "onnxruntime-cuda")
+BACKENDS = ("auto", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,42 @@ def _cuda_available() -> bool:
     return int(error) == 0 and count > 0
 
 
+def _tensorrt_engines_usable(folder: Path, manifest: Manifest) -> bool:
+    """auto: TensorRT when every component has an engine built for this GPU and TensorRT."""
+    if not any(c.engine for c in manifest.components.values()):
+        return False  # no engines: don't even probe
+    from mnt.runtime.backends.tensorrt import engines_usable
+
+    return engines_usable(manifest.components, folder)
+
+
+def entry_point_backends(name: str, folder: Path, manifest: Manifest, **options: object
+                         ) -> dict[str, Backend]:
+    """Backends that live outside the runtime (e.g. "torch", the PyTorch reference on the
+    export side), found through the `mnt.backends` entry points so that the runtime never
+    imports them."""
+    from importlib.metadata import entry_points
+
+    found = list(entry_points(group="mnt.backends", name=name))
+    if not found:
+        raise RuntimeStageError(f"no backend named {name!r} is installed",
+                                hint="the torch backend comes with the export side: pip install "
+                                     "torch==2.13.0 && pip install 'mnt[export]'")
+    try:
+        factory = found[0].load()
+    except ImportError as err:
+        raise RuntimeStageError(f"the {name} backend cannot be loaded: {err}") from err
+    return factory(folder, manifest, **options)
+
+
 def make_backends(folder: Path, manifest: Manifest, backend: str,
                   allow_fallback: bool = False) -> dict[str, Backend]:
     if backend not in BACKENDS:
         raise RuntimeStageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "tensorrt" or (backend == "auto" and _tensorrt_engines_usable(folder, manifest)):
+        from mnt.runtime.backends.tensorrt import TensorRTBackend  # imports tensorrt on activate only
+
+        return {name: TensorRTBackend(info, folder) for name, info in manifest.components.items()}
     device = "cpu"
     if backend == "onnxruntime-cuda" or (backend == "auto" and _cuda_available()):
         device = "cuda"
@@ -96,7 +128,9 @@ class Reenactor:
     TargetState; calls into one Reenactor must not overlap (the backends reuse buffers)."""
 
     def __init__(self, folder: str | Path, backend: str = "auto", allow_fallback: bool = False,
-                 check_files: bool = True) -> None:
+                 check_files: bool = True, backends: dict[str, Backend] | None = None) -> None:
+        """`backends`: ready-made (not yet active) backends, one per component, instead of
+        making them by name (mnt-bench passes its PyTorch baseline this way)."""
         self.folder = Path(folder)
         self.manifest = load_manifest(self.folder)
         if check_files:
@@ -106,7 +140,7 @@ class Reenactor:
                                         hint=REBUILD_HINT)
         self.size = int(self.manifest.model["image_size"])
         self.stats = load_stats(self.folder)
-        self.backends = make_backends(self.folder, self.manifest, backend, allow_fallback)
+        self.backends = backends or make_backends(self.folder, self.manifest, backend, allow_fallback)
         for b in self.backends.values():
             b.activate()
         self.transformer = LandmarkTransformer(self.stats, self._coefficients)

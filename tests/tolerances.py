@@ -33,3 +33,40 @@ FOLDED_SPECTRAL_NORM_REL = 0.02
 ONE_EURO_JITTER_RATIO = 0.4
 # After a 100 px step the filter must have caught up to within 1 px in half a second.
 ONE_EURO_STEP_PX = 1.0
+
+# Kernels (mnt.kernels), on unit-normal test tensors. Warp against PyTorch's float32
+# grid_sample: both compute the sampling coordinates in FP32 but in different orders, and
+# one ulp of a coordinate near 128 px is 7.6e-6 px; neighbouring unit-normal samples differ
+# by up to ~5, so outputs may differ by ~4e-5 (measured up to 1.2e-5 at 128x96).
+KERNEL_WARP_F32_MAX_ABS = 4e-5
+# Attention against float64 SDPA: FP32 logits, exp-sum and weighted sums over up to 512 keys
+# of unit-scale values (measured 1.9e-6 with sharp logits; PyTorch float32 itself 5.3e-6).
+KERNEL_ATTN_F32_MAX_ABS = 1e-5
+# FP16 storage: the FP32 result rounded once to FP16 may land one FP16 step from the
+# reference's own rounding (a half step each), on top of the FP32 differences above.
+KERNEL_F16_MAX_ULP = 1.0
+# The GPU kernels against PyTorch on the GPU: the same bounds plus CUDA's expf (within 2 ulp
+# of glibc's), scaled by the logit range; 2x the CPU bounds.
+KERNEL_GPU_FACTOR = 2.0
+
+# mnt::Warp / mnt::CrossAttention reference functions (runtime/backends/mnt_ops.py) in ONNX
+# Runtime against PyTorch float64. FP32 storage: float32 coordinates, weights and sums on
+# values of order 1 leave a few float32 ulps (the exported GridSample test's bound).
+MNT_OPS_FP32_MAX_ABS = 1e-5
+# FP16 storage: the maths runs in FP32 and the result is rounded to float16 once, at most
+# half an fp16 ulp (2^-11 relative); 2^-10 of the output's peak leaves room for the FP32 part.
+MNT_OPS_FP16_MAX_REL = 2.0**-10
+# Plugin variant against the standard graph, both in ONNX Runtime on the goldens (K=3), PSNR
+# over each output's range. fp32: the same float32 maths; only the flow pooling sums in
+# another order (ReduceMean in mnt::Warp's function, AveragePool in the standard graph):
+# measured bit-identical except warped_2 (176 dB). fp16: the plugin's attention sums in FP32
+# where the standard graph rounds the weights to FP16 first; ONNX Runtime's CPU runs FP16
+# MatMul in FP32 and drops that rounding (measured 133 dB, else identical), an executor that
+# keeps it differs by FP16 noise, which the FP16 graphs' own 60 dB against float64 measures.
+PLUGIN_VS_STANDARD_MIN_PSNR_DB = {"fp32": 140.0, "fp16": 60.0}
+# TensorRT engines against ONNX Runtime (CPU) on the goldens, PSNR over each output's range
+# (tests/export/test_tensorrt.py, GPU only; not yet measured). FP32 (TF32 is switched off by
+# the builder): only summation order differs, the ONNX gate's 60 dB; FP16: the typed graph
+# is the same on both sides, but TensorRT's FP16 kernels round differently from ONNX
+# Runtime's CPU FP16 (which computes most ops in FP32): the FP16 parity gate's 40 dB.
+TENSORRT_VS_ONNXRUNTIME_MIN_PSNR_DB = {"fp32": 60.0, "fp16": 40.0}

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from mnt.export.model.blocks import InstanceNorm, conv, island_dtype, linear
+from mnt.export.model.blocks import InstanceNorm, conv, island_dtype, linear, plugin_ops_active
 
 
 def positional_encoding(height: int, width: int, channels: int, like: torch.Tensor) -> torch.Tensor:
@@ -32,6 +32,26 @@ def positional_encoding(height: int, width: int, channels: int, like: torch.Tens
     cols = cols[None, :, :].expand(height, width, -1)
     enc = torch.stack([rows.sin(), rows.cos(), cols.sin(), cols.cos()], dim=-1)
     return enc.reshape(height * width, channels).to(dtype=like.dtype, device=like.device)
+
+
+def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, dt: torch.dtype,
+            weighted_in: torch.dtype) -> torch.Tensor:
+    """softmax(Q Kᵀ / √D) V: logits and softmax in `dt`, the weighted sum in `weighted_in`."""
+    logits = query.to(dt) @ keys.to(dt).transpose(1, 2) / math.sqrt(query.shape[-1])
+    weights = torch.softmax(logits, dim=-1).to(weighted_in)
+    return (weights @ values.to(weighted_in)).to(values.dtype)
+
+
+@torch.library.custom_op("mnt::cross_attention", mutates_args=())
+def cross_attention_op(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """mnt::CrossAttention: logits, softmax and weighted sum in FP32 (float64 stays), storage T."""
+    dt = torch.promote_types(query.dtype, torch.float32)
+    return _attend(query, keys, values, dt, dt)
+
+
+@cross_attention_op.register_fake
+def _(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    return values.new_empty((*query.shape[:-1], values.shape[-1]))
 
 
 class ImageAttention(nn.Module):
@@ -56,10 +76,11 @@ class ImageAttention(nn.Module):
         b, c, h, w = zx.shape
         tokens = zx.flatten(2).transpose(1, 2)
         query = self.query(tokens) + self.query_pos(positional_encoding(h, w, c, zx))
-        dt = island_dtype(query, "softmax")
-        logits = query.to(dt) @ keys.to(dt).transpose(1, 2) / math.sqrt(self.dim)
-        weights = torch.softmax(logits, dim=-1).to(values.dtype)
-        attended = (weights @ values).transpose(1, 2).reshape(b, c, h, w)
+        if plugin_ops_active():
+            attended = cross_attention_op(query, keys, values)
+        else:
+            attended = _attend(query, keys, values, island_dtype(query, "softmax"), values.dtype)
+        attended = attended.transpose(1, 2).reshape(b, c, h, w)
         return self.conv(self.norm(zx + attended))
 
 

@@ -40,6 +40,27 @@ def fp32_islands(*names: str) -> Iterator[None]:
         _active_islands.update(saved)
 
 
+# Plugin ops: while `plugin_ops()` is active, warp() and the attention core run as the custom
+# ops mnt::warp / mnt::cross_attention, which export/plugin_ops.py translates to single
+# `mnt::Warp` / `mnt::CrossAttention` ONNX nodes (the op contract is stated there). Same maths.
+_plugin_ops = False
+
+
+@contextlib.contextmanager
+def plugin_ops() -> Iterator[None]:
+    """Trace or run with warp and attention as the custom ops TensorRT maps to our kernels."""
+    global _plugin_ops
+    saved, _plugin_ops = _plugin_ops, True
+    try:
+        yield
+    finally:
+        _plugin_ops = saved
+
+
+def plugin_ops_active() -> bool:
+    return _plugin_ops
+
+
 def island_dtype(x: torch.Tensor, island: str) -> torch.dtype:
     """The dtype an island computes in: at least float32 while it is active."""
     return torch.promote_types(x.dtype, torch.float32) if island in _active_islands else x.dtype
@@ -142,21 +163,44 @@ def identity_grid(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
     return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).unsqueeze(0)
 
 
-def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """T(s; f): bilinearly sample `features` (N, C, H, W) at the identity grid plus `flow`
-    (N, 2, h, w), average-pooled to H x W first when it is finer (zeros padding)."""
+def _pool_factor(features: torch.Tensor, flow: torch.Tensor) -> int:
     height, width = features.shape[-2:]
-    if flow.shape[-2:] != (height, width):
-        factor = flow.shape[-2] // height
-        if factor < 1 or flow.shape[-2] != height * factor or flow.shape[-1] != width * factor:
-            raise ValueError(f"flow {tuple(flow.shape)} does not pool to {height}x{width}")
+    factor = flow.shape[-2] // height
+    if factor < 1 or flow.shape[-2] != height * factor or flow.shape[-1] != width * factor:
+        raise ValueError(f"flow {tuple(flow.shape)} does not pool to {height}x{width}")
+    return factor
+
+
+def _sample(features: torch.Tensor, flow: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
+    """The warp's maths with coordinates and sampling in `dt`, the result in features' dtype."""
+    factor = _pool_factor(features, flow)
+    if factor > 1:
         flow = F.avg_pool2d(flow, factor)
-    dt = island_dtype(features, "flow")
     flow = flow.to(dt)
-    grid = identity_grid(height, width, flow) + flow.permute(0, 2, 3, 1)
+    grid = identity_grid(*features.shape[-2:], flow) + flow.permute(0, 2, 3, 1)
     sampled = F.grid_sample(features.to(dt), grid, mode="bilinear", padding_mode="zeros",
                             align_corners=False)
     return sampled.to(features.dtype)
+
+
+@torch.library.custom_op("mnt::warp", mutates_args=())
+def warp_op(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """mnt::Warp: FP32 coordinates and sampling (float64 stays float64), storage in T."""
+    return _sample(features, flow, torch.promote_types(features.dtype, torch.float32))
+
+
+@warp_op.register_fake
+def _(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    _pool_factor(features, flow)
+    return torch.empty_like(features)
+
+
+def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """T(s; f): bilinearly sample `features` (N, C, H, W) at the identity grid plus `flow`
+    (N, 2, h, w), average-pooled to H x W first when it is finer (zeros padding)."""
+    if _plugin_ops:  # the contract's flow is float32 whatever the islands say
+        return warp_op(features, flow.to(torch.promote_types(flow.dtype, torch.float32)))
+    return _sample(features, flow, island_dtype(features, "flow"))
 
 
 def fold_spectral_norm(module: nn.Module) -> nn.Module:

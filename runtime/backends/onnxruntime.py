@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from mnt.runtime.backends.base import Backend, resolve_shape
+from mnt.runtime.backends.mnt_ops import with_reference_ops
 from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.manifest import ComponentInfo
 
@@ -42,8 +43,9 @@ class OnnxRuntimeBackend(Backend):
         if self.threads:
             options.intra_op_num_threads = self.threads
         wanted = [PROVIDERS[self.device]] + (["CPUExecutionProvider"] if self.device == "cuda" else [])
+        model = self._model()
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=wanted)
+            self.session = ort.InferenceSession(model, options, providers=wanted)
         except Exception as err:  # onnxruntime raises its own untyped errors
             raise RuntimeStageError(f"cannot load {self.path}: {err}") from err
         got = self.session.get_providers()
@@ -53,6 +55,19 @@ class OnnxRuntimeBackend(Backend):
                 f"ONNX Runtime could not use {PROVIDERS[self.device]} for {self.component.name} "
                 f"(it got {got})",
                 hint="install onnxruntime-gpu on a machine with a CUDA GPU, or allow the CPU fallback")
+
+    def _model(self) -> str | bytes:
+        """The graph's path; for a plugin variant its bytes with the mnt:: ops' reference
+        functions attached (in memory; the file keeps bare custom nodes for TensorRT)."""
+        if not self.component.custom_ops:
+            return str(self.path)
+        try:
+            return with_reference_ops(self.path.read_bytes(), self.component.custom_ops)
+        except OSError as err:
+            raise RuntimeStageError(f"cannot read {self.path}: {err.strerror}") from err
+        except KeyError as err:
+            raise RuntimeStageError(f"{self.component.name}: {err.args[0]}",
+                                    hint="build it without --plugins, or update mnt") from err
 
     @property
     def providers(self) -> list[str]:

@@ -1,0 +1,172 @@
+"""Which layers stay in higher precision: measured, per block, not guessed.
+
+Every output is judged by its gate (parity.int8_gate); a graph's *slack* is the worst
+output's PSNR minus its gate over the evaluation samples (positive: it passes), against
+the FP32 graph's outputs. The search:
+
+1. all blocks quantised: if it passes with `margin` dB to spare, nothing is kept;
+2. else each block quantised alone (the rest FP32): its slack measures what quantising
+   it costs; noise powers of independent blocks add, so a block's share of the allowed
+   noise is 10^(-slack/10);
+3. blocks are quantised cheapest first while the shares sum to at most 10^(-margin/10);
+   the rest stay FP32;
+4. that graph is measured; while it misses the gate by the margin, the costliest
+   quantised block is handed back to FP32; if it passes, the next block is tried once.
+
+Cost: (blocks + 3) quantise-and-run trials on a few samples; ranges are calibrated once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mnt.calibration.data import Feeds
+from mnt.calibration.quantize import Group, quantize
+from mnt.export.parity import Error, int8_gate
+
+
+@dataclass(frozen=True)
+class Trial:
+    quantized: tuple[str, ...]  # block names in INT8
+    slack_db: float  # worst output's PSNR minus its gate
+    psnr_db: dict[str, float]  # worst PSNR per output over the evaluation samples
+
+
+@dataclass
+class Plan:
+    groups: list[Group]
+    all_int8: Trial
+    alone: dict[str, Trial] = field(default_factory=dict)  # block -> quantised alone
+    final: Trial | None = None
+    trials: int = 0
+    seconds: float = 0.0
+
+    def kept(self) -> list[str]:
+        assert self.final is not None
+        return [g.name for g in self.groups if g.name not in self.final.quantized]
+
+    def excluded_nodes(self, quantized: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(n for g in self.groups if g.name not in quantized for n in g.nodes)
+
+    def to_json(self) -> dict:
+        assert self.final is not None
+        return {
+            "method": "per-block: each block quantised alone, its PSNR loss against FP32 on the "
+                      "calibration frames; the costliest blocks stay FP32 until the gate passes",
+            "blocks": len(self.groups),
+            "quantized_nodes": sum(len(g.nodes) for g in self.groups if g.name in self.final.quantized),
+            "fp32_nodes": sum(len(g.nodes) for g in self.groups if g.name not in self.final.quantized),
+            "all_int8": {"slack_db": round(self.all_int8.slack_db, 2), "psnr_db": self.all_int8.psnr_db},
+            "final": {"slack_db": round(self.final.slack_db, 2), "psnr_db": self.final.psnr_db},
+            "kept_in_higher_precision": [
+                {"block": name, "precision": "fp32",
+                 "nodes": list(next(g.nodes for g in self.groups if g.name == name)),
+                 "psnr_db_when_quantized_alone": self.alone[name].psnr_db if name in self.alone else None,
+                 "why": _why(self.alone.get(name))}
+                for name in self.kept()],
+            "quantized_blocks": {g.name: (self.alone[g.name].psnr_db if g.name in self.alone else None)
+                                 for g in self.groups if g.name in self.final.quantized},
+            "trials": self.trials,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def _why(alone: Trial | None) -> str:
+    if alone is None:
+        return "not measured"
+    worst = min(alone.psnr_db, key=alone.psnr_db.__getitem__)
+    return (f"quantised alone it costs {worst} {alone.psnr_db[worst]:.1f} dB "
+            f"({alone.slack_db:+.1f} dB against its gate)")
+
+
+def share(trial: Trial) -> float:
+    """The fraction of the gate's allowed noise power this trial's INT8 blocks use."""
+    return 10 ** (-trial.slack_db / 10)
+
+
+class Evaluator:
+    """Runs candidate graphs on fixed samples against the FP32 graph's outputs."""
+
+    def __init__(self, fp32: Path, feeds: list[Feeds]) -> None:
+        import onnxruntime as ort
+
+        self.ort = ort
+        self.feeds = feeds
+        session = self._session(fp32)
+        self.names = [o.name for o in session.get_outputs()]
+        self.references = [[np.asarray(y, np.float64) for y in session.run(None, f)] for f in feeds]
+
+    def _session(self, path: Path):
+        options = self.ort.SessionOptions()
+        options.log_severity_level = 3
+        return self.ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, path: Path, quantized: tuple[str, ...]) -> Trial:
+        session = self._session(path)
+        worst: dict[str, float] = {}
+        for feeds, references in zip(self.feeds, self.references, strict=True):
+            for name, got, ref in zip(self.names, session.run(None, feeds), references, strict=True):
+                psnr = Error.between(np.asarray(got), ref).psnr_db
+                worst[name] = min(worst.get(name, math.inf), psnr)
+        slack = min(psnr - int8_gate(name) for name, psnr in worst.items())
+        return Trial(quantized, slack, {n: round(v, 2) for n, v in worst.items()})
+
+
+def search(fp32: Path, out: Path, groups: list[Group], calibration: list[Feeds],
+           evaluation: list[Feeds], cache: Path, margin_db: float = 0.5,
+           log: Callable[[str], None] = print) -> Plan:
+    """Find the blocks to keep in FP32 and write the chosen INT8 graph to `out`."""
+    started = time.perf_counter()
+    evaluate = Evaluator(fp32, evaluation)
+    names = tuple(g.name for g in groups)
+    plan = Plan(groups, all_int8=Trial((), math.nan, {}))
+
+    def trial(quantized: tuple[str, ...]) -> Trial:
+        quantize(fp32, out, cache, plan.excluded_nodes(quantized), calibration)
+        plan.trials += 1
+        return evaluate(out, quantized)
+
+    plan.all_int8 = trial(names)
+    log(f"  all {len(groups)} blocks INT8: " + _psnr(plan.all_int8))
+    if plan.all_int8.slack_db >= margin_db or not groups:
+        plan.final = plan.all_int8
+    else:
+        for name in names:
+            plan.alone[name] = trial((name,))
+        ranked = sorted(names, key=lambda n: plan.alone[n].slack_db, reverse=True)  # cheapest first
+        chosen: list[str] = []
+        budget = 10 ** (-margin_db / 10)
+        for name in ranked:
+            if sum(share(plan.alone[n]) for n in (*chosen, name)) > budget:
+                break
+            chosen.append(name)
+        current = trial(tuple(chosen))
+        handed_back = False
+        while current.slack_db < margin_db and chosen:
+            chosen.pop()  # the costliest block still in INT8 goes back to FP32
+            handed_back = True
+            current = trial(tuple(chosen))
+        if not handed_back and len(chosen) < len(ranked):
+            bolder = trial((*chosen, ranked[len(chosen)]))
+            if bolder.slack_db >= margin_db:
+                current = bolder
+        plan.final = current
+        # the file on disk must be the chosen graph, whichever trial ran last
+        quantize(fp32, out, cache, plan.excluded_nodes(current.quantized), calibration)
+    plan.seconds = time.perf_counter() - started
+    log(f"  chosen: {len(plan.final.quantized)} of {len(groups)} blocks INT8, kept FP32: "
+        f"{', '.join(plan.kept()) or 'none'}; " + _psnr(plan.final)
+        + f" ({plan.trials} trials, {plan.seconds:.0f} s)")
+    return plan
+
+
+def _psnr(trial: Trial) -> str:
+    return ", ".join(f"{n} {v:.1f} dB" for n, v in sorted(trial.psnr_db.items(),
+                                                          key=lambda kv: kv[1])[:3]) \
+        + f" (slack {trial.slack_db:+.1f} dB)"

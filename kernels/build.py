@@ -1,0 +1,253 @@
+"""`mnt-export kernels`: compile the CUDA kernels with nvcc into OUT/libmnt_kernels.so (SASS
+for sm_87, sm_89, sm_90 and PTX for compute_90, so newer GPUs JIT it), one PTX file per op
+for compute_87 (what TensorRT's ahead-of-time plugins embed) and OUT/kernels.json.
+
+OUT is assembled under a temporary name beside it and renamed at the end, so a failed or
+interrupted build never leaves a folder that looks valid. No torch import here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from mnt.kernels.errors import KernelError
+from mnt.kernels.loader import (
+    KERNELS_DIR,
+    LIBRARY_NAME,
+    MANIFEST_NAME,
+    OPS,
+    _sha256_file,
+    op_spec,
+    sources_sha256,
+)
+
+SCHEMA_VERSION = 1
+SASS_ARCHS = ("87", "89", "90")  # Jetson Orin, Ada (RTX 40), Hopper
+PTX_ARCH = "90"  # embedded as PTX too: newer GPUs JIT-compile it
+OP_PTX_ARCH = "87"  # the lowest target: TensorRT's AOT plugin PTX runs on all of them
+# -O3 for host code; device code is optimised by default. --fmad=false: no implicit FMA
+# contraction, so the device rounds like the host reference (the headers write their FMAs
+# out). No --use_fast_math: it swaps expf and divisions for approximations the host cannot
+# reproduce, and the kernels are memory-bound, not bound by those instructions.
+NVCC_FLAGS = ("-O3", "-std=c++17", "--fmad=false", "-Xcompiler", "-fPIC")
+CUDA_DIRS_ENV = "CUDA_HOME"
+DEFAULT_CUDA_DIRS = (Path("/usr/local/cuda"),)
+FATBIN_MAGIC = 0xBA55ED50
+PTX_PARAM_TYPES = {"pointer": ("u64", "b64", "s64"), "int32": ("u32", "s32", "b32")}
+NVCC_HINT = ("install the CUDA toolkit (JetPack ships it at /usr/local/cuda; on a PC: NVIDIA's cuda-toolkit "
+             "package), or put nvcc on PATH or set CUDA_HOME to the toolkit's folder")
+
+
+def find_nvcc() -> Path:
+    """nvcc from PATH, else $CUDA_HOME/bin, else /usr/local/cuda/bin."""
+    searched = ["PATH"]
+    found = shutil.which("nvcc")
+    if found:
+        return Path(found)
+    dirs = [Path(os.environ[CUDA_DIRS_ENV])] if os.environ.get(CUDA_DIRS_ENV) else []
+    searched += [f"${CUDA_DIRS_ENV}/bin ({dirs[0]}/bin)"] if dirs else [f"${CUDA_DIRS_ENV} (not set)"]
+    for folder in [*dirs, *DEFAULT_CUDA_DIRS]:
+        candidate = folder / "bin" / "nvcc"
+        if os.access(candidate, os.X_OK):
+            return candidate
+    searched += [str(d / "bin") for d in DEFAULT_CUDA_DIRS]
+    raise KernelError(f"nvcc (the CUDA compiler) not found; looked in {', '.join(searched)}", hint=NVCC_HINT)
+
+
+def nvcc_version(nvcc: Path) -> str:
+    """'13.0.88' from `nvcc --version` (its 'V13.0.88' token)."""
+    text = _run([str(nvcc), "--version"], "nvcc --version").stdout
+    match = re.search(r"\bV(\d+\.\d+\.\d+)", text)
+    if not match:
+        raise KernelError(f"cannot read the version from `{nvcc} --version`: {text.strip()[-200:]}")
+    return match.group(1)
+
+
+def library_command(nvcc: Path, out: Path) -> list[str]:
+    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in SASS_ARCHS if a != PTX_ARCH]
+    gencode.append(f"-gencode=arch=compute_{PTX_ARCH},code=[sm_{PTX_ARCH},compute_{PTX_ARCH}]")
+    sources = [str(p) for p in sorted(KERNELS_DIR.rglob("*.cu"))]
+    return [str(nvcc), *NVCC_FLAGS, "-shared", *gencode, "--threads", "0", "-o", str(out), *sources]
+
+
+def ptx_command(nvcc: Path, op: str, out: Path) -> list[str]:
+    source = KERNELS_DIR / op / f"{op}.cu"
+    return [str(nvcc), *NVCC_FLAGS, "-ptx", f"-arch=compute_{OP_PTX_ARCH}", "-o", str(out), str(source)]
+
+
+def _run(command: list[str], what: str) -> subprocess.CompletedProcess[str]:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as err:
+        raise KernelError(f"cannot run {command[0]}: {err.strerror or err}", hint=NVCC_HINT) from err
+    if result.returncode != 0:
+        raise KernelError(f"{what} failed (exit {result.returncode}):\n{' '.join(command)}\n"
+                          f"{(result.stderr or result.stdout).strip()[-4000:]}")
+    return result
+
+
+def fatbin_targets(library: Path) -> list[str]:
+    """The code objects embedded in a CUDA binary's fatbins, e.g. ['sm_87', ..., 'compute_90'],
+    read from the fatbin headers (what `cuobjdump --list-elf/--list-ptx` reports; cuobjdump
+    is not part of every toolkit install). Entry kind 1 is PTX, 2 is an ELF cubin."""
+    data = library.read_bytes()
+    found: set[str] = set()
+    start = data.find(struct.pack("<I", FATBIN_MAGIC))
+    while start >= 0:
+        _, _, header_size, fat_size = struct.unpack_from("<IHHQ", data, start)
+        offset, end = start + header_size, start + header_size + fat_size
+        while offset + 32 <= end:
+            kind, _, entry_header, size = struct.unpack_from("<HHIQ", data, offset)
+            arch = struct.unpack_from("<I", data, offset + 28)[0]
+            if kind in (1, 2) and entry_header >= 32:
+                found.add(f"{'compute' if kind == 1 else 'sm'}_{arch}")
+            if entry_header == 0:
+                break
+            offset += entry_header + size
+        start = data.find(struct.pack("<I", FATBIN_MAGIC), max(end, start + 4))
+    return sorted(found, key=lambda t: (t.startswith("compute"), t))
+
+
+def ptx_entries(ptx: str) -> dict[str, list[str]]:
+    """Kernel entry name -> the PTX types of its parameters in declaration order (e.g.
+    ['u64', 'u64', 'u32', 'u64']), from PTX text."""
+    entries = {}
+    for match in re.finditer(r"\.entry\s+(\w+)\s*\(([^)]*)\)", ptx):
+        entries[match.group(1)] = re.findall(r"\.param\s+\.(\w+)", match.group(2))
+    return entries
+
+
+def arg_kind(arg: dict[str, str]) -> str:
+    """'pointer' or 'int32' for a spec argument ({"name", "type"}): the only kinds a TensorRT
+    AOT plugin passes."""
+    kind = arg["type"].strip()
+    if kind.endswith("*"):
+        return "pointer"
+    if kind == "int32":
+        return "int32"
+    raise KernelError(f"kernel argument {arg['name']} has type {kind!r}; TensorRT's AOT plugins pass only "
+                      "pointers and int32 values")
+
+
+def check_tensorrt_order(spec: dict[str, Any], dtype: str) -> None:
+    """The spec's kernel for `dtype` declares its arguments in the order TensorRT's AOT
+    plugins launch with: one pointer per input (op order), the int32 extra arguments, then
+    one pointer per output."""
+    kernel = spec["kernels"][dtype]
+    kinds = [arg_kind(a) for a in kernel["args"]]
+    n_in, n_out = len(spec["inputs"]), len(spec["outputs"])
+    n_int = len(kinds) - n_in - n_out
+    if n_int < 0 or kinds != ["pointer"] * n_in + ["int32"] * n_int + ["pointer"] * n_out:
+        raise KernelError(f"{kernel['name']} ({spec['op']} spec.json) takes {', '.join(kinds)}; TensorRT's "
+                          f"AOT plugins pass {n_in} input pointer(s), then the int32 arguments, then {n_out} "
+                          "output pointer(s)")
+
+
+def check_ptx_params(name: str, declared: list[str], args: list[dict[str, str]]) -> None:
+    """A PTX entry's parameter types (from ptx_entries) match the spec's arguments one by
+    one: 64-bit for a pointer, 32-bit for an int32."""
+    if len(declared) != len(args):
+        raise KernelError(f"{name} declares {len(declared)} parameters in its PTX but its spec lists "
+                          f"{len(args)}")
+    for index, (ptx_type, arg) in enumerate(zip(declared, args, strict=True)):
+        if ptx_type not in PTX_PARAM_TYPES[arg_kind(arg)]:
+            raise KernelError(f"{name}: PTX parameter {index} is .{ptx_type}, but spec argument {index} "
+                              f"is {arg['name']} ({arg['type']}): the kernel and its spec.json disagree")
+
+
+def _check_ptx(op: str, ptx: Path) -> None:
+    """Every kernel the op's spec names is in its PTX with the spec's arguments, in the order
+    TensorRT's AOT plugins launch with."""
+    entries = ptx_entries(ptx.read_text())
+    spec = op_spec(op)
+    for dtype, kernel in spec["kernels"].items():
+        if kernel["name"] not in entries:
+            raise KernelError(f"{ptx.name} has no kernel {kernel['name']} ({op}/spec.json, {dtype}); "
+                              f"found {sorted(entries)}")
+        check_tensorrt_order(spec, dtype)
+        check_ptx_params(kernel["name"], entries[kernel["name"]], kernel["args"])
+
+
+def _claim_output(out: Path, force: bool) -> Path:
+    if out.exists() and not force:
+        raise KernelError(f"{out} already exists", hint="pass --force to replace it with this build")
+    if out.exists() and not out.is_dir():
+        raise KernelError(f"{out} exists and is not a folder")
+    staging = out.with_name(f".{out.name}.partial-{time.time_ns()}")
+    try:
+        staging.mkdir(parents=True)
+    except OSError as err:
+        raise KernelError(f"cannot create {staging.parent}: {err.strerror}") from err
+    return staging
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Swap the finished folder into place; an old build is removed only afterwards."""
+    old = out.with_name(f".{out.name}.old-{time.time_ns()}") if out.exists() else None
+    if old:
+        out.rename(old)
+    staging.rename(out)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _tool_version() -> str:
+    try:
+        return version("mnt")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_kernels(out: Path, force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Compile the library and the per-op PTX into OUT with kernels.json; returns the manifest."""
+    nvcc = find_nvcc()
+    nvcc_ver = nvcc_version(nvcc)
+    staging = _claim_output(out, force)
+    started = time.perf_counter()
+    try:
+        library = staging / LIBRARY_NAME
+        archs = ", ".join([f"sm_{a}" for a in SASS_ARCHS] + [f"compute_{PTX_ARCH}"])
+        log(f"nvcc {nvcc_ver} ({nvcc}): {LIBRARY_NAME} for {archs}")
+        _run(library_command(nvcc, library), f"nvcc ({LIBRARY_NAME})")
+        targets = fatbin_targets(library)
+        expected = [f"sm_{a}" for a in SASS_ARCHS] + [f"compute_{PTX_ARCH}"]
+        if sorted(targets) != sorted(expected):
+            raise KernelError(f"{LIBRARY_NAME} embeds {targets}, expected {expected}")
+        ops: dict[str, Any] = {}
+        for op in OPS:
+            ptx = staging / f"{op}.ptx"
+            _run(ptx_command(nvcc, op, ptx), f"nvcc ({ptx.name})")
+            _check_ptx(op, ptx)
+            ops[op] = {**op_spec(op), "ptx": ptx.name, "ptx_arch": f"compute_{OP_PTX_ARCH}"}
+        files = {p.name: {"sha256": _sha256_file(p), "bytes": p.stat().st_size}
+                 for p in sorted(staging.iterdir())}
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "tool_version": _tool_version(),
+            "nvcc_version": nvcc_ver,
+            "archs": {"sass": [f"sm_{a}" for a in SASS_ARCHS], "ptx": [f"compute_{PTX_ARCH}"],
+                      "op_ptx": f"compute_{OP_PTX_ARCH}"},
+            "fatbin_targets": targets,
+            "nvcc_flags": list(NVCC_FLAGS),
+            "sources_sha256": sources_sha256(),
+            "build_seconds": round(time.perf_counter() - started, 2),
+            "files": files,
+            "ops": ops,
+        }
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+        _publish(staging, out)
+    except OSError as err:  # a full disk or a vanished folder while writing
+        raise KernelError(f"cannot write the kernel library {out}: {err.strerror or err}") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest

@@ -1,0 +1,284 @@
+"""The one way into the kernels from Python (no torch import): their sources and specs, the
+host reference library (built on demand with the system C++ compiler, cached by the
+sources' hash) and the CUDA library `libmnt_kernels.so` written by `mnt-export kernels`,
+checked against its kernels.json before it is loaded."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnt.kernels.errors import KernelError
+from mnt.kernels.launch import SUFFIX, kernel_suffix
+
+KERNELS_DIR = Path(__file__).resolve().parent
+OPS = ("warp", "cross_attention")
+LIBRARY_NAME = "libmnt_kernels.so"
+MANIFEST_NAME = "kernels.json"
+HOST_LIBRARY_NAME = "libmnt_kernels_host.so"
+HOST_SOURCE = "host_reference.cpp"
+SOURCE_SUFFIXES = (".h", ".cu", ".cpp")
+# No implicit FMA contraction: the headers write their FMAs out, so host and device round
+# alike (nvcc gets --fmad=false for the same reason).
+HOST_FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-fast-math")
+CUDA_SUCCESS = 0
+
+
+def source_files() -> list[Path]:
+    """Every kernel source (headers, CUDA, host C++), sorted by path below KERNELS_DIR."""
+    files = sorted(p for p in KERNELS_DIR.rglob("*") if p.suffix in SOURCE_SUFFIXES and p.is_file())
+    if not any(p.suffix == ".cu" for p in files):
+        raise KernelError(f"no CUDA sources under {KERNELS_DIR}",
+                          hint="reinstall mnt: its package data (kernels/*/*.cu, *.h) is missing")
+    return files
+
+
+def sources_sha256() -> str:
+    """One hash over the sources' relative paths and contents: what a build is keyed by."""
+    digest = hashlib.sha256()
+    for path in source_files():
+        digest.update(path.relative_to(KERNELS_DIR).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+@cache
+def op_spec(op: str) -> dict[str, Any]:
+    """The op's spec.json: inputs, outputs, dtypes, shape constraints, kernel names and arguments."""
+    if op not in OPS:
+        raise KernelError(f"unknown kernel op {op!r}; known: {', '.join(OPS)}")
+    return json.loads((KERNELS_DIR / op / "spec.json").read_text())
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------
+# Host reference library
+
+
+def find_cxx() -> str:
+    """$CXX, else g++, c++ or clang++ from PATH."""
+    candidates = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    for name in candidates:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise KernelError(f"no C++ compiler found (looked for {', '.join(candidates)} in PATH) to build the "
+                      "kernels' host reference",
+                      hint="install one (Debian/Ubuntu: apt-get install g++) or set CXX to its path")
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(os.environ.get("MNT_KERNELS_CACHE") or Path(base) / "mnt" / "kernels")
+
+
+def build_host_library(cache_dir: Path | None = None) -> Path:
+    """Compile host_reference.cpp (the kernels' per-element maths on the CPU) unless this
+    version of the sources is already in the cache; returns the library's path."""
+    folder = (cache_dir or default_cache_dir()) / f"host-{sources_sha256()[:16]}"
+    library = folder / HOST_LIBRARY_NAME
+    if library.exists():
+        return library
+    compiler = find_cxx()
+    folder.mkdir(parents=True, exist_ok=True)
+    # Compile under a temporary name in the same folder, then rename: a concurrent or
+    # interrupted build never leaves a half-written library under the final name.
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".so", dir=folder)
+    os.close(fd)
+    command = [compiler, *HOST_FLAGS, "-o", tmp, str(KERNELS_DIR / HOST_SOURCE)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise KernelError(f"{Path(compiler).name} failed to build the kernels' host reference:\n"
+                              f"{' '.join(command)}\n{result.stderr.strip()}")
+        os.replace(tmp, library)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return library
+
+
+def _i32(count: int) -> list[Any]:
+    return [ctypes.c_int] * count
+
+
+class HostKernels:
+    """The host reference library: the kernels' maths on numpy arrays (C-contiguous)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lib = ctypes.CDLL(str(path))
+        ptr = ctypes.c_void_p
+        for suffix in SUFFIX.values():
+            getattr(self.lib, f"mnt_warp_host_{suffix}").argtypes = [ptr, ptr, *_i32(6), ptr]
+            getattr(self.lib, f"mnt_cross_attention_host_{suffix}").argtypes = [ptr] * 3 + _i32(5) + [ptr]
+        for name in ("mnt_host_f32_to_f16", "mnt_host_f16_to_f32"):
+            getattr(self.lib, name).argtypes = [ptr, ptr, ctypes.c_longlong]
+            getattr(self.lib, name).restype = None
+        for name, count in (("mnt_warp_grid_x", 3), ("mnt_cross_attention_grid_x", 1),
+                            ("mnt_cross_attention_key_tile", 3), ("mnt_warp_check_shapes", 6),
+                            ("mnt_cross_attention_check_shapes", 5)):
+            getattr(self.lib, name).argtypes = _i32(count)
+
+    @staticmethod
+    def _array(x: np.ndarray, dtype: Any, name: str) -> np.ndarray:
+        if x.dtype != dtype:
+            raise KernelError(f"{name} is {x.dtype}, expected {np.dtype(dtype)}")
+        return np.ascontiguousarray(x)
+
+    def warp(self, features: np.ndarray, flow: np.ndarray) -> np.ndarray:
+        """features (N, C, H, W) float32/float16, flow (N, 2, f*H, f*W) float32 -> like features."""
+        if features.dtype not in (np.float32, np.float16):
+            raise KernelError(f"Warp features must be float32 or float16, got {features.dtype}")
+        features = self._array(features, features.dtype, "features")
+        flow = self._array(flow, np.float32, "flow")
+        if features.ndim != 4 or flow.ndim != 4 or flow.shape[:2] != (features.shape[0], 2):
+            raise KernelError(f"Warp needs features (N, C, H, W) and flow (N, 2, h, w), "
+                              f"got {features.shape} and {flow.shape}")
+        out = np.empty_like(features)
+        suffix = "f32" if features.dtype == np.float32 else "f16"
+        status = getattr(self.lib, f"mnt_warp_host_{suffix}")(
+            features.ctypes.data, flow.ctypes.data, *features.shape, *flow.shape[2:], out.ctypes.data)
+        if status != 0:
+            raise KernelError(f"Warp: flow {flow.shape} does not pool to features {features.shape}")
+        return out
+
+    def cross_attention(self, query: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """query (B, Lq, D), keys (B, Lk, D), values (B, Lk, Dv), one dtype -> (B, Lq, Dv)."""
+        if query.dtype not in (np.float32, np.float16):
+            raise KernelError(f"CrossAttention inputs must be float32 or float16, got {query.dtype}")
+        query, keys, values = (self._array(x, query.dtype, name)
+                               for x, name in ((query, "query"), (keys, "keys"), (values, "values")))
+        if (query.ndim, keys.ndim, values.ndim) != (3, 3, 3) or keys.shape[:2] != values.shape[:2] \
+                or query.shape[0] != keys.shape[0] or query.shape[2] != keys.shape[2]:
+            raise KernelError(f"CrossAttention needs query (B, Lq, D), keys (B, Lk, D), values (B, Lk, Dv); "
+                              f"got {query.shape}, {keys.shape}, {values.shape}")
+        (b, lq, d), lk, dv = query.shape, keys.shape[1], values.shape[2]
+        out = np.empty((b, lq, dv), dtype=query.dtype)
+        suffix = "f32" if query.dtype == np.float32 else "f16"
+        status = getattr(self.lib, f"mnt_cross_attention_host_{suffix}")(
+            query.ctypes.data, keys.ctypes.data, values.ctypes.data, b, lq, lk, d, dv, out.ctypes.data)
+        if status != 0:
+            raise KernelError(f"CrossAttention: unsupported shapes B={b} Lq={lq} Lk={lk} D={d} Dv={dv} "
+                              f"(D and Dv at most 512)")
+        return out
+
+    def f32_to_f16(self, x: np.ndarray) -> np.ndarray:
+        x = self._array(x, np.float32, "x")
+        out = np.empty(x.shape, np.float16)
+        self.lib.mnt_host_f32_to_f16(x.ctypes.data, out.ctypes.data, x.size)
+        return out
+
+    def f16_to_f32(self, x: np.ndarray) -> np.ndarray:
+        x = self._array(x, np.float16, "x")
+        out = np.empty(x.shape, np.float32)
+        self.lib.mnt_host_f16_to_f32(x.ctypes.data, out.ctypes.data, x.size)
+        return out
+
+
+def host_library(cache_dir: Path | None = None) -> HostKernels:
+    """The host reference library, built first if this version of the sources is not cached."""
+    return HostKernels(build_host_library(cache_dir))
+
+
+# ---------------------------------------------------------------------------------------
+# CUDA library
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """kernels.json of a folder written by `mnt-export kernels`, its files checked by sha256."""
+    manifest_path = folder / MANIFEST_NAME
+    rebuild = f"build it with `mnt-export kernels --out {folder}` (needs nvcc)"
+    if not manifest_path.is_file():
+        raise KernelError(f"{folder} holds no {MANIFEST_NAME}: not a kernel library folder", hint=rebuild)
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise KernelError(f"{manifest_path} is not a valid kernels manifest ({err})", hint=rebuild) from err
+    for name, info in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise KernelError(f"{path} is missing (listed in {MANIFEST_NAME})", hint=rebuild)
+        if _sha256_file(path) != info["sha256"]:
+            raise KernelError(f"{path} does not match the sha256 in {MANIFEST_NAME}: changed after the build",
+                              hint=f"rebuild with `mnt-export kernels --out {folder} --force`")
+    return manifest
+
+
+class DeviceKernels:
+    """libmnt_kernels.so: the extern "C" launchers, called with device pointers (ints) and a
+    cudaStream_t (an int; 0 is the legacy default stream). Raises KernelError with the CUDA
+    error's name when a launch fails."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any]) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.path = folder / LIBRARY_NAME
+        try:
+            self.lib = ctypes.CDLL(str(self.path))
+        except OSError as err:
+            raise KernelError(f"cannot load {self.path}: {err}",
+                              hint="it needs the NVIDIA driver (libcuda.so.1) at run time") from err
+        ptr = ctypes.c_void_p
+        for suffix in SUFFIX.values():
+            getattr(self.lib, f"mnt_warp_{suffix}").argtypes = [ptr, ptr, *_i32(6), ptr, ptr]
+            getattr(self.lib, f"mnt_cross_attention_{suffix}").argtypes = [ptr] * 3 + _i32(5) + [ptr, ptr]
+        self.lib.mnt_kernels_error_name.argtypes = [ctypes.c_int]
+        self.lib.mnt_kernels_error_name.restype = ctypes.c_char_p
+
+    def error_name(self, code: int) -> str:
+        name = self.lib.mnt_kernels_error_name(code)
+        return name.decode() if name else f"CUDA error {code}"
+
+    def _check(self, op: str, status: int) -> None:
+        if status != CUDA_SUCCESS:
+            raise KernelError(f"{op} launch failed: {self.error_name(status)} ({status})")
+
+    def warp(self, dtype: str, features: int, flow: int, out: int, shape: tuple[int, int, int, int],
+             flow_hw: tuple[int, int], stream: int = 0) -> None:
+        """features (N, C, H, W) of `dtype`, flow (N, 2, h, w) float32, out like features."""
+        fn = getattr(self.lib, f"mnt_warp_{kernel_suffix(dtype)}")
+        self._check("mnt::Warp", fn(features, flow, *shape, *flow_hw, out, stream))
+
+    def cross_attention(self, dtype: str, query: int, keys: int, values: int, out: int, b: int, lq: int,
+                        lk: int, d: int, dv: int, stream: int = 0) -> None:
+        """query (B, Lq, D), keys (B, Lk, D), values (B, Lk, Dv), out (B, Lq, Dv), all `dtype`."""
+        fn = getattr(self.lib, f"mnt_cross_attention_{kernel_suffix(dtype)}")
+        self._check("mnt::CrossAttention", fn(query, keys, values, b, lq, lk, d, dv, out, stream))
+
+
+def device_library(folder: Path | str | None = None, check_sources: bool = True) -> DeviceKernels:
+    """Load libmnt_kernels.so from `folder` (else $MNT_KERNELS_DIR) after checking it against
+    its kernels.json; with check_sources, it must also be built from these sources."""
+    if folder is None:
+        folder = os.environ.get("MNT_KERNELS_DIR")
+        if not folder:
+            raise KernelError("no kernel library folder given and MNT_KERNELS_DIR is not set",
+                              hint="build one with `mnt-export kernels --out DIR` and pass DIR or set "
+                                   "MNT_KERNELS_DIR=DIR")
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if LIBRARY_NAME not in manifest["files"]:
+        raise KernelError(f"{folder / MANIFEST_NAME} lists no {LIBRARY_NAME}")
+    if check_sources and manifest.get("sources_sha256") != sources_sha256():
+        raise KernelError(f"{folder / LIBRARY_NAME} was built from other kernel sources than this mnt's",
+                          hint=f"rebuild with `mnt-export kernels --out {folder} --force`")
+    return DeviceKernels(folder, manifest)

@@ -1,0 +1,227 @@
+"""The CUDA kernels on a GPU, through the loader and ctypes on torch CUDA tensors: compared
+with PyTorch (grid_sample via blocks.warp, scaled-dot-product attention) over shapes, K,
+dtypes and flows that point outside the image, and with the host reference; timed against
+PyTorch. Timings go to the JSON file named by $MNT_KERNEL_TIMINGS when it is set.
+
+The library comes from $MNT_KERNELS_DIR, else it is built here with nvcc."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mnt.export.model.blocks import warp
+from mnt.kernels.launch import cross_attention_launch, warp_launch
+from mnt.kernels.loader import DeviceKernels, device_library, host_library
+from tests.tolerances import (
+    KERNEL_ATTN_F32_MAX_ABS,
+    KERNEL_F16_MAX_ULP,
+    KERNEL_GPU_FACTOR,
+    KERNEL_WARP_F32_MAX_ABS,
+)
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(),
+                       reason="needs a CUDA GPU (torch.cuda.is_available() is False)"),
+]
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+WARP_SHAPES = [(1, 1, 1, 1, 1), (2, 3, 5, 7, 1), (2, 4, 8, 6, 2), (1, 5, 16, 16, 4), (3, 7, 33, 20, 2),
+               (1, 64, 64, 64, 4), (8, 32, 32, 32, 8), (1, 16, 128, 96, 2)]
+ATTN_SHAPES = [(1, 64, k, 64, 128, 128) for k in range(1, 9)] + [
+    (2, 5, 2, 9, 48, 80), (1, 256, 3, 256, 512, 512), (1, 37, 8, 16, 32, 32), (1, 4, 1, 1, 512, 100)]
+# Model-sized cases for timing: warp (N, C, H, W, f); attention (B, Lq, K, tokens, D).
+WARP_TIMED = [(1, 64, 128, 128, 2), (1, 256, 32, 32, 8), (1, 512, 16, 16, 16), (8, 64, 64, 64, 4)]
+ATTN_TIMED = [(1, 256, k, 256, 256) for k in (1, 4, 8)] + [(1, 64, k, 64, 512) for k in (1, 8)]
+TIMINGS: list[dict] = []
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory) -> DeviceKernels:
+    folder = os.environ.get("MNT_KERNELS_DIR")
+    if not folder:
+        from mnt.kernels.build import build_kernels
+
+        folder = tmp_path_factory.mktemp("kernels") / "lib"
+        build_kernels(Path(folder))
+    return device_library(folder)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def write_timings():
+    yield
+    path = os.environ.get("MNT_KERNEL_TIMINGS")
+    if path and TIMINGS:
+        info = {"device": torch.cuda.get_device_name(),
+                "capability": list(torch.cuda.get_device_capability()), "torch": torch.__version__,
+                "cuda": torch.version.cuda, "timings": TIMINGS}
+        Path(path).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _stream() -> int:
+    return torch.cuda.current_stream().cuda_stream
+
+
+def run_warp(kernels: DeviceKernels, features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    dtype = {torch.float32: "float32", torch.float16: "float16"}[features.dtype]
+    out = torch.empty_like(features)
+    kernels.warp(dtype, features.data_ptr(), flow.data_ptr(), out.data_ptr(), tuple(features.shape),
+                 tuple(flow.shape[2:]), _stream())
+    return out
+
+
+def run_attention(kernels: DeviceKernels, query: torch.Tensor, keys: torch.Tensor,
+                  values: torch.Tensor) -> torch.Tensor:
+    dtype = {torch.float32: "float32", torch.float16: "float16"}[query.dtype]
+    (b, lq, d), lk, dv = query.shape, keys.shape[1], values.shape[2]
+    out = torch.empty((b, lq, dv), dtype=query.dtype, device=query.device)
+    kernels.cross_attention(dtype, query.data_ptr(), keys.data_ptr(), values.data_ptr(), out.data_ptr(),
+                            b, lq, lk, d, dv, _stream())
+    return out
+
+
+def _f16_excess_ulp(out: torch.Tensor, ref: torch.Tensor, f32_abs: float) -> float:
+    ref64 = ref.double().cpu().numpy()
+    step = np.spacing(np.abs(ref64).astype(np.float16)).astype(np.float64)
+    excess = np.maximum(np.abs(out.double().cpu().numpy() - ref64) - f32_abs, 0.0) / step
+    return float(excess.max())
+
+
+def _time_us(fn, repeats: int = 20) -> tuple[float, float | None]:
+    """(eager, graph) microseconds per call. Eager includes the Python/ctypes launch cost, so
+    small kernels measure the host; replaying a CUDA graph of `repeats` calls measures the
+    GPU alone (as TensorRT runs them). Graph is None where capture fails."""
+    for _ in range(3):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    eager = start.elapsed_time(end) * 1000.0 / repeats
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(repeats):
+                fn()
+        graph.replay()
+        torch.cuda.synchronize()
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        return eager, start.elapsed_time(end) * 1000.0 / repeats
+    except RuntimeError:
+        torch.cuda.synchronize()
+        return eager, None
+
+
+def _record(op: str, dtype: str, shape: dict, ours: tuple[float, float | None],
+            theirs: tuple[float, float | None], out: torch.Tensor, ref: torch.Tensor) -> None:
+    graph_speedup = round(theirs[1] / ours[1], 2) if ours[1] and theirs[1] else None
+    TIMINGS.append({"op": op, "dtype": dtype, "shape": shape,
+                    "ours_graph_us": ours[1] and round(ours[1], 2),
+                    "pytorch_graph_us": theirs[1] and round(theirs[1], 2), "graph_speedup": graph_speedup,
+                    "ours_eager_us": round(ours[0], 2), "pytorch_eager_us": round(theirs[0], 2),
+                    "max_abs_vs_pytorch": (out.float() - ref.float()).abs().max().item()})
+
+
+def _flow(kind: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    if kind == "small":
+        return torch.randn(shape, generator=gen) * 0.2
+    return torch.rand(shape, generator=gen) * 6.0 - 3.0  # most taps beyond the border
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["small", "outside"])
+@pytest.mark.parametrize("shape", WARP_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_warp_kernel_matches_pytorch(kernels, shape, kind, dtype):
+    n, c, height, width, factor = shape
+    gen = torch.Generator().manual_seed(sum(shape))
+    features = torch.randn((n, c, height, width), generator=gen).to(DTYPES[dtype])
+    flow = _flow(kind, (n, 2, height * factor, width * factor), gen)
+    features_gpu, flow_gpu = features.cuda(), flow.cuda()
+    warp_launch(dtype, n, c, height, width, height * factor, width * factor)  # the plugin's view agrees
+    out = run_warp(kernels, features_gpu, flow_gpu)
+    torch.cuda.synchronize()
+    ref = warp(features_gpu, flow_gpu)
+    bound = KERNEL_WARP_F32_MAX_ABS * KERNEL_GPU_FACTOR
+    if dtype == "float32":
+        err = (out - ref).abs().max().item()
+        assert err <= bound, f"max abs {err:.2e} against PyTorch"
+    else:
+        assert _f16_excess_ulp(out, ref, bound) <= KERNEL_F16_MAX_ULP
+    # The host reference runs the same maths with the same rounding (no implicit FMAs and
+    # no transcendental functions in the warp): bit-identical.
+    host = host_library().warp(features.numpy(), flow.numpy())
+    np.testing.assert_array_equal(out.cpu().numpy(), host)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ATTN_SHAPES, ids=lambda s: "-".join(map(str, s)))
+def test_attention_kernel_matches_sdpa(kernels, shape, dtype):
+    b, lq, k, tokens, d, dv = shape
+    lk = k * tokens
+    gen = torch.Generator().manual_seed(lq * 1000 + lk + d)
+    query, keys = torch.randn((b, lq, d), generator=gen), torch.randn((b, lk, d), generator=gen)
+    values = torch.randn((b, lk, dv), generator=gen)
+    query, keys, values = (x.to(DTYPES[dtype]).cuda() for x in (query, keys, values))
+    cross_attention_launch(dtype, b, lq, lk, d, dv)
+    out = run_attention(kernels, query, keys, values)
+    torch.cuda.synchronize()
+    ref = F.scaled_dot_product_attention(query.double(), keys.double(), values.double())
+    bound = KERNEL_ATTN_F32_MAX_ABS * KERNEL_GPU_FACTOR
+    if dtype == "float32":
+        err = (out.double() - ref).abs().max().item()
+        assert err <= bound, f"max abs {err:.2e} against float64 SDPA"
+    else:
+        assert _f16_excess_ulp(out, ref, bound) <= KERNEL_F16_MAX_ULP
+    host = host_library().cross_attention(*(x.cpu().numpy() for x in (query, keys, values)))
+    # Same steps and rounding order as the host reference except CUDA's expf (<= 2 ulp).
+    if dtype == "float32":
+        np.testing.assert_allclose(out.cpu().numpy(), host, atol=KERNEL_ATTN_F32_MAX_ABS, rtol=0)
+    else:
+        assert _f16_excess_ulp(out, torch.from_numpy(host), KERNEL_ATTN_F32_MAX_ABS) <= KERNEL_F16_MAX_ULP
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", WARP_TIMED, ids=lambda s: "x".join(map(str, s)))
+def test_warp_timing(kernels, shape, dtype):
+    n, c, height, width, factor = shape
+    features = torch.randn((n, c, height, width), device="cuda").to(DTYPES[dtype])
+    flow = torch.randn((n, 2, height * factor, width * factor), device="cuda") * 0.2
+    out = run_warp(kernels, features, flow)
+    ref = warp(features, flow)
+    ours = _time_us(lambda: run_warp(kernels, features, flow))
+    theirs = _time_us(lambda: warp(features, flow))
+    _record("warp", dtype, {"N": n, "C": c, "H": height, "W": width, "f": factor}, ours, theirs, out, ref)
+    assert ours[0] > 0 and theirs[0] > 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ATTN_TIMED, ids=lambda s: "-".join(map(str, s)))
+def test_attention_timing(kernels, shape, dtype):
+    b, lq, k, tokens, d = shape
+    query = torch.randn((b, lq, d), device="cuda").to(DTYPES[dtype])
+    keys = torch.randn((b, k * tokens, d), device="cuda").to(DTYPES[dtype])
+    values = torch.randn((b, k * tokens, d), device="cuda").to(DTYPES[dtype])
+    out = run_attention(kernels, query, keys, values)
+    ref = F.scaled_dot_product_attention(query, keys, values)
+    ours = _time_us(lambda: run_attention(kernels, query, keys, values))
+    theirs = _time_us(lambda: F.scaled_dot_product_attention(query, keys, values))
+    _record("cross_attention", dtype, {"B": b, "Lq": lq, "K": k, "tokens": tokens, "D": d}, ours, theirs,
+            out, ref)
+    assert ours[0] > 0 and theirs[0] > 0
