@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -28,7 +27,7 @@ from mnt.export.parity import measure
 from mnt.export.plugin_ops import PLUGIN_COMPONENTS, custom_ops
 from mnt.export.samples import component_inputs, default_faces, faces_from
 from mnt.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from mnt.runtime.files import sha256_file
+from mnt.runtime.files import sha256_file, staged_folder
 from mnt.runtime.manifest import STATS_NAME, ComponentInfo, Manifest, TensorInfo
 
 GATE_KS = (1, 8)  # the ends of the supported range; the goldens add K=3
@@ -50,29 +49,6 @@ def _save_stats(reference: Reference, path: Path) -> None:
     s = reference.stats
     np.savez(path, mean=s.mean, basis=s.basis, coef_mean=s.coef_mean, coef_std=s.coef_std,
              lambda_exp=np.float64(s.lambda_exp))
-
-
-def _claim_output(out: Path, force: bool) -> Path:
-    if out.exists() and not force:
-        raise ExportError(f"{out} already exists", hint="pass --force to replace it with this build")
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a folder")
-    staging = out.with_name(f".{out.name}.partial-{time.time_ns()}")
-    try:
-        staging.mkdir(parents=True)
-    except OSError as err:
-        raise ExportError(f"cannot create {staging.parent}: {err.strerror}") from err
-    return staging
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Swap the finished folder into place; an old build is removed only afterwards."""
-    old = out.with_name(f".{out.name}.old-{time.time_ns()}") if out.exists() else None
-    if old:
-        out.rename(old)
-    staging.rename(out)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def build(checkpoint: Path, precision: str, out: Path, force: bool = False,
@@ -103,8 +79,7 @@ def build(checkpoint: Path, precision: str, out: Path, force: bool = False,
     if faces is not None and not faces:
         raise ExportError("no faces given for the parity inputs")
     reference = load_checkpoint(checkpoint)
-    staging = _claim_output(out, force)
-    try:
+    with staged_folder(out, force, "the build", ExportError) as staging:
         size = reference.config.image_size
         if faces is None:
             faces = faces_from(face_paths, size) if face_paths else default_faces(size)
@@ -118,11 +93,6 @@ def build(checkpoint: Path, precision: str, out: Path, force: bool = False,
         else:
             manifest = _build_into(staging, checkpoint, reference, precision, faces, gate_ks, log,
                                    plugins)
-        _publish(staging, out)
-    except OSError as err:  # a full disk or a vanished folder while writing
-        raise ExportError(f"cannot write the build {out}: {err.strerror or err}") from err
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from mnt.runtime.gpu import probe_gpu
+
 FMA_UNITS = 2  # per core: Zen 1-5 and Intel's server cores since Skylake-SP (gold/platinum)
 MATMUL_SIZE = 2048  # 17.2 GFLOP per product: long enough to time, short enough for CI
 PACKAGES = ("mnt", "torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "mediapipe", "numpy")
@@ -63,21 +65,11 @@ def cpu_facts() -> dict[str, Any]:
 
 
 def gpu_facts() -> dict[str, Any] | None:
-    """Name and compute capability of GPU 0 via cuda-python, or None (never probed by
-    constructing an engine: without a GPU that can crash)."""
-    try:
-        from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
-    except ImportError:
+    """Name, compute capability and memory of GPU 0, or None (runtime.gpu's safe probe)."""
+    gpu = probe_gpu()
+    if not gpu.available:
         return None
-    error, count = cudart.cudaGetDeviceCount()
-    if int(error) != 0 or count < 1:
-        return None
-    error, props = cudart.cudaGetDeviceProperties(0)
-    if int(error) != 0:
-        return None
-    return {"name": props.name.decode(errors="replace").strip("\0"),
-            "compute_capability": f"{props.major}.{props.minor}",
-            "memory_gib": round(props.totalGlobalMem / 2**30, 1)}
+    return {"name": gpu.name, "compute_capability": gpu.compute_capability, "memory_gib": gpu.memory_gib}
 
 
 def versions() -> dict[str, str]:

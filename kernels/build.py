@@ -26,10 +26,10 @@ from mnt.kernels.loader import (
     LIBRARY_NAME,
     MANIFEST_NAME,
     OPS,
-    _sha256_file,
     op_spec,
     sources_sha256,
 )
+from mnt.runtime.files import sha256_file, staged_folder
 
 SCHEMA_VERSION = 1
 SASS_ARCHS = ("87", "89", "90")  # Jetson Orin, Ada (RTX 40), Hopper
@@ -178,29 +178,6 @@ def _check_ptx(op: str, ptx: Path) -> None:
         check_ptx_params(kernel["name"], entries[kernel["name"]], kernel["args"])
 
 
-def _claim_output(out: Path, force: bool) -> Path:
-    if out.exists() and not force:
-        raise KernelError(f"{out} already exists", hint="pass --force to replace it with this build")
-    if out.exists() and not out.is_dir():
-        raise KernelError(f"{out} exists and is not a folder")
-    staging = out.with_name(f".{out.name}.partial-{time.time_ns()}")
-    try:
-        staging.mkdir(parents=True)
-    except OSError as err:
-        raise KernelError(f"cannot create {staging.parent}: {err.strerror}") from err
-    return staging
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Swap the finished folder into place; an old build is removed only afterwards."""
-    old = out.with_name(f".{out.name}.old-{time.time_ns()}") if out.exists() else None
-    if old:
-        out.rename(old)
-    staging.rename(out)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _tool_version() -> str:
     try:
         return version("mnt")
@@ -212,9 +189,8 @@ def build_kernels(out: Path, force: bool = False, log: Callable[[str], None] = p
     """Compile the library and the per-op PTX into OUT with kernels.json; returns the manifest."""
     nvcc = find_nvcc()
     nvcc_ver = nvcc_version(nvcc)
-    staging = _claim_output(out, force)
     started = time.perf_counter()
-    try:
+    with staged_folder(out, force, "the kernel library", KernelError) as staging:
         library = staging / LIBRARY_NAME
         archs = ", ".join([f"sm_{a}" for a in SASS_ARCHS] + [f"compute_{PTX_ARCH}"])
         log(f"nvcc {nvcc_ver} ({nvcc}): {LIBRARY_NAME} for {archs}")
@@ -229,7 +205,7 @@ def build_kernels(out: Path, force: bool = False, log: Callable[[str], None] = p
             _run(ptx_command(nvcc, op, ptx), f"nvcc ({ptx.name})")
             _check_ptx(op, ptx)
             ops[op] = {**op_spec(op), "ptx": ptx.name, "ptx_arch": f"compute_{OP_PTX_ARCH}"}
-        files = {p.name: {"sha256": _sha256_file(p), "bytes": p.stat().st_size}
+        files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                  for p in sorted(staging.iterdir())}
         manifest = {
             "schema_version": SCHEMA_VERSION,
@@ -245,9 +221,4 @@ def build_kernels(out: Path, force: bool = False, log: Callable[[str], None] = p
             "ops": ops,
         }
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        _publish(staging, out)
-    except OSError as err:  # a full disk or a vanished folder while writing
-        raise KernelError(f"cannot write the kernel library {out}: {err.strerror or err}") from err
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return manifest

@@ -20,6 +20,7 @@ import numpy as np
 
 from mnt.kernels.errors import KernelError
 from mnt.kernels.launch import SUFFIX, kernel_suffix
+from mnt.runtime.files import sha256_file
 
 KERNELS_DIR = Path(__file__).resolve().parent
 OPS = ("warp", "cross_attention")
@@ -58,14 +59,6 @@ def op_spec(op: str) -> dict[str, Any]:
     if op not in OPS:
         raise KernelError(f"unknown kernel op {op!r}; known: {', '.join(OPS)}")
     return json.loads((KERNELS_DIR / op / "spec.json").read_text())
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------
@@ -217,7 +210,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         path = folder / name
         if not path.is_file():
             raise KernelError(f"{path} is missing (listed in {MANIFEST_NAME})", hint=rebuild)
-        if _sha256_file(path) != info["sha256"]:
+        if sha256_file(path) != info["sha256"]:
             raise KernelError(f"{path} does not match the sha256 in {MANIFEST_NAME}: changed after the build",
                               hint=f"rebuild with `mnt-export kernels --out {folder} --force`")
     return manifest

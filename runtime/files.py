@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +30,35 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path, force: bool, what: str, error: type[MntError] = MntError) -> Iterator[Path]:
+    """Yield a hidden folder beside `out` to build `what` in; when the block ends without
+    error it is renamed onto `out` (an old `out`, replaced only with `force`, is removed
+    afterwards), so an interrupted or failed build never leaves a folder that looks valid.
+    OS errors (a full disk, a vanished folder) become `error`."""
+    if out.exists() and not force:
+        raise error(f"{out} already exists", hint="pass --force to replace it with this build")
+    if out.exists() and not out.is_dir():
+        raise error(f"{out} exists and is not a folder")
+    staging = out.with_name(f".{out.name}.partial-{time.time_ns()}")
+    try:
+        staging.mkdir(parents=True)
+    except OSError as err:
+        raise error(f"cannot create {staging.parent}: {err.strerror}") from err
+    try:
+        yield staging
+        old = out.with_name(f".{out.name}.old-{time.time_ns()}") if out.exists() else None
+        if old:
+            out.rename(old)
+        staging.rename(out)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as err:
+        raise error(f"cannot write {what} {out}: {err.strerror or err}") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

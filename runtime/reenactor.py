@@ -20,6 +20,7 @@ from mnt.runtime.backends.base import Backend
 from mnt.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.files import atomic_path
+from mnt.runtime.gpu import probe_gpu
 from mnt.runtime.landmarks import LandmarkStats, LandmarkTransformer
 from mnt.runtime.manifest import (
     MANIFEST_NAME,
@@ -69,16 +70,6 @@ def load_stats(folder: Path) -> LandmarkStats:
                                 hint=REBUILD_HINT) from err
 
 
-def _cuda_available() -> bool:
-    """Probe with cuda-python (never by constructing a TensorRT or ORT GPU session)."""
-    try:
-        from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
-    except ImportError:
-        return False
-    error, count = cudart.cudaGetDeviceCount()
-    return int(error) == 0 and count > 0
-
-
 def _tensorrt_engines_usable(folder: Path, manifest: Manifest) -> bool:
     """auto: TensorRT when every component has an engine built for this GPU and TensorRT."""
     if not any(c.engine for c in manifest.components.values()):
@@ -116,7 +107,7 @@ def make_backends(folder: Path, manifest: Manifest, backend: str,
 
         return {name: TensorRTBackend(info, folder) for name, info in manifest.components.items()}
     device = "cpu"
-    if backend == "onnxruntime-cuda" or (backend == "auto" and _cuda_available()):
+    if backend == "onnxruntime-cuda" or (backend == "auto" and probe_gpu().available):
         device = "cuda"
     allow_fallback = allow_fallback or backend == "auto"  # auto means "the best that works"
     return {name: OnnxRuntimeBackend(info, folder, device, allow_fallback)
