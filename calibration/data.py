@@ -45,11 +45,14 @@ class Options:
     frames: int = 32  # calibration sample: driver frames with a face
     held_back: int = 8  # frames kept out of the sample, for the accuracy report
     seed: int = 0
+    # calibration frames each trial of the per-block search (and the end-to-end rule) is
+    # judged on: more is surer, each costs one run per trial
+    search_frames: int = 6
 
     def __post_init__(self) -> None:
-        if self.frames < 1 or self.held_back < 1:
-            raise CalibrationError(f"need at least 1 calibration and 1 held-back frame, got "
-                                   f"{self.frames} and {self.held_back}")
+        if self.frames < 1 or self.held_back < 1 or self.search_frames < 1:
+            raise CalibrationError(f"need at least 1 calibration, 1 held-back and 1 search frame, got "
+                                   f"{self.frames}, {self.held_back} and {self.search_frames}")
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ def component_errors(module: nn.Module, backend: Backend, feeds: list[Feeds]) ->
     for name, (signal, noise, _, worst_psnr) in sums.items():
         nmse = noise / signal if signal > 0 else math.inf
         out[name] = {"snr_db": _db(10 * math.log10(1 / nmse)) if nmse > 0 else None,
-                     "nmse": nmse, "worst_psnr_db": _db(worst_psnr), "gate_psnr_db": int8_gate(name)}
+                     "nmse": nmse if math.isfinite(nmse) else None, "worst_psnr_db": _db(worst_psnr),
+                     "gate_psnr_db": int8_gate(name)}
     return {"samples": len(feeds), "outputs": out}
 
 
@@ -60,26 +61,34 @@ def _float32():
     return torch.float32
 
 
-def _compare(reference: Reenactor, candidate: Reenactor, data: CalibrationData,
-             frames: list[DriverFrame]) -> dict[str, Any]:
-    """Reenact `frames` (each with its target set) with both models; compare the uint8 frames."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+PSNR_CAP_DB = 100.0  # identical uint8 frames would be infinitely close: capped so means stay finite
 
-    psnr, ssim = [], []
+
+def _frames(model: Reenactor, data: CalibrationData, frames: list[DriverFrame]) -> list[np.ndarray]:
+    """Reenact `frames`, each with its target set (encoded once per set)."""
     states = {}
     for s in sorted({f.target_set for f in frames}):
         faces = data.target_sets[s]
-        images, points = [t.image for t in faces], [t.landmarks for t in faces]
-        states[s] = (reference.encode_targets(images, points)[0], candidate.encode_targets(images, points)[0])
-    for frame in frames:
-        sa, sb = states[frame.target_set]
-        x = reference.generate(sa, reference.driver_landmarks(sa, frame.image, frame.landmarks))
-        y = candidate.generate(sb, candidate.driver_landmarks(sb, frame.image, frame.landmarks))
-        psnr.append(float(peak_signal_noise_ratio(x, y, data_range=255)))
+        states[s] = model.encode_targets([t.image for t in faces], [t.landmarks for t in faces])[0]
+    return [model.generate(states[f.target_set],
+                           model.driver_landmarks(states[f.target_set], f.image, f.landmarks))
+            for f in frames]
+
+
+def _compare(reference: list[np.ndarray], candidate: list[np.ndarray],
+             frames: list[DriverFrame]) -> dict[str, Any]:
+    """PSNR (uint8 range, capped) and SSIM of reenacted frames against the reference's."""
+    from skimage.metrics import structural_similarity
+
+    psnr, ssim = [], []
+    for x, y in zip(reference, candidate, strict=True):
+        mse = float(np.mean((x.astype(np.float64) - y) ** 2))
+        psnr.append(min(PSNR_CAP_DB, 10 * math.log10(255.0 ** 2 / mse)) if mse > 0 else PSNR_CAP_DB)
         ssim.append(float(structural_similarity(x, y, channel_axis=2, data_range=255)))
     return {
         "frames": len(psnr),
-        "psnr_db": {"mean": _db(float(np.mean(psnr))), "min": _db(float(np.min(psnr)))},
+        "psnr_db": {"mean": _db(float(np.mean(psnr))), "min": _db(float(np.min(psnr))),
+                    "capped_at": PSNR_CAP_DB},
         "ssim": {"mean": round(float(np.mean(ssim)), 4), "min": round(float(np.min(ssim)), 4)},
         "per_frame": [{"video": f.video, "frame": f.index, "psnr_db": _db(p), "ssim": round(s, 4)}
                       for f, p, s in zip(frames, psnr, ssim, strict=True)],
@@ -89,27 +98,28 @@ def _compare(reference: Reenactor, candidate: Reenactor, data: CalibrationData,
 def end_to_end(fp32: Path, int8: Path, data: CalibrationData) -> dict[str, Any]:
     """Reenact every held-back frame with both artefacts; compare the uint8 frames."""
     with Reenactor(fp32, backend="onnxruntime-cpu") as a, Reenactor(int8, backend="onnxruntime-cpu") as b:
-        return _compare(a, b, data, data.held_back)
+        return _compare(_frames(a, data, data.held_back), _frames(b, data, data.held_back), data.held_back)
 
 
 def attribution(fp32: Path, fp32_manifest: Manifest, int8: Path, int8_components: dict[str, ComponentInfo],
                 frames: list[DriverFrame], data: CalibrationData) -> dict[str, dict[str, Any]]:
     """Per component: the reenacted `frames` with only that component's INT8 graph (from
     `int8`, the others FP32) against the FP32 artefact: where the end-to-end error comes from."""
+    with Reenactor(fp32, backend="onnxruntime-cpu") as model:
+        reference = _frames(model, data, frames)
     out = {}
-    with Reenactor(fp32, backend="onnxruntime-cpu") as reference:
-        for name, info in int8_components.items():
-            backends: dict[str, Backend] = {
-                n: OnnxRuntimeBackend(info, int8) if n == name else OnnxRuntimeBackend(c, fp32)
-                for n, c in fp32_manifest.components.items()}
-            with Reenactor(fp32, backends=backends) as mixed:
-                result = _compare(reference, mixed, data, frames)
-            out[name] = {k: result[k] for k in ("frames", "psnr_db", "ssim")}
+    for name, info in int8_components.items():
+        backends: dict[str, Backend] = {
+            n: OnnxRuntimeBackend(info, int8) if n == name else OnnxRuntimeBackend(c, fp32)
+            for n, c in fp32_manifest.components.items()}
+        with Reenactor(fp32, backends=backends) as mixed:
+            result = _compare(reference, _frames(mixed, data, frames), frames)
+        out[name] = {k: result[k] for k in ("frames", "psnr_db", "ssim")}
     return out
 
 
 def write(folder: Path, report: dict[str, Any]) -> list[str]:
-    (folder / JSON_NAME).write_text(json.dumps(report, indent=2) + "\n")
+    (folder / JSON_NAME).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     (folder / MARKDOWN_NAME).write_text(markdown(report))
     return [JSON_NAME, MARKDOWN_NAME]
 
@@ -128,7 +138,8 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for name, c in report["components"].items():
         for output, e in c["accuracy"]["outputs"].items():
-            lines.append(f"| {name} | {output} | {e['snr_db']} | {e['nmse']:.2e} | {e['worst_psnr_db']} "
+            nmse = "-" if e["nmse"] is None else format(e["nmse"], ".2e")
+            lines.append(f"| {name} | {output} | {e['snr_db']} | {nmse} | {e['worst_psnr_db']} "
                          f"| {e['gate_psnr_db']} | {c['precision']} |")
     lines += ["", "## End to end (held-back frames, INT8 artefact vs FP32 artefact, uint8 frames)", "",
               f"{e2e['frames']} frames: PSNR mean {e2e['psnr_db']['mean']} dB (min {e2e['psnr_db']['min']}), "
@@ -150,10 +161,16 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"**{name}**: {s['blocks'] - len(s['kept_in_higher_precision'])} of {s['blocks']} "
                      f"blocks INT8 ({s['quantized_nodes']} of {s['quantized_nodes'] + s['fp32_nodes']} "
                      f"Conv/MatMul/Gemm nodes); all INT8 it measured "
-                     f"{min(s['all_int8']['psnr_db'].values()):.1f} dB, as built "
-                     f"{min(s['final']['psnr_db'].values()):.1f} dB (calibration frames).")
+                     f"{_worst(s['all_int8']['psnr_db'])} dB, as built "
+                     f"{_worst(s['final']['psnr_db'])} dB (calibration frames).")
         lines.append("")
         for kept in s["kept_in_higher_precision"]:
             lines.append(f"- `{kept['block']}` ({len(kept['nodes'])} nodes): {kept['why']}")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _worst(psnr_db: dict[str, float | None]) -> str:
+    """The worst output's PSNR (None: identical to FP32)."""
+    finite = [v for v in psnr_db.values() if v is not None]
+    return f"{min(finite):.1f}" if finite else "identical"

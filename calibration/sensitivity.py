@@ -62,19 +62,28 @@ class Plan:
             "blocks": len(self.groups),
             "quantized_nodes": sum(len(g.nodes) for g in self.groups if g.name in self.final.quantized),
             "fp32_nodes": sum(len(g.nodes) for g in self.groups if g.name not in self.final.quantized),
-            "all_int8": {"slack_db": round(self.all_int8.slack_db, 2), "psnr_db": self.all_int8.psnr_db},
-            "final": {"slack_db": round(self.final.slack_db, 2), "psnr_db": self.final.psnr_db},
+            "all_int8": {"slack_db": _finite(self.all_int8.slack_db), "psnr_db": _dbs(self.all_int8)},
+            "final": {"slack_db": _finite(self.final.slack_db), "psnr_db": _dbs(self.final)},
             "kept_in_higher_precision": [
                 {"block": name, "precision": "fp32",
                  "nodes": list(next(g.nodes for g in self.groups if g.name == name)),
-                 "psnr_db_when_quantized_alone": self.alone[name].psnr_db if name in self.alone else None,
+                 "psnr_db_when_quantized_alone": _dbs(self.alone[name]) if name in self.alone else None,
                  "why": _why(self.alone.get(name))}
                 for name in self.kept()],
-            "quantized_blocks": {g.name: (self.alone[g.name].psnr_db if g.name in self.alone else None)
+            "quantized_blocks": {g.name: (_dbs(self.alone[g.name]) if g.name in self.alone else None)
                                  for g in self.groups if g.name in self.final.quantized},
             "trials": self.trials,
             "seconds": round(self.seconds, 1),
         }
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: an output identical to FP32 (nothing quantised upstream) is None."""
+    return round(value, 2) if math.isfinite(value) else None
+
+
+def _dbs(trial: Trial) -> dict[str, float | None]:
+    return {name: _finite(v) for name, v in trial.psnr_db.items()}
 
 
 def _why(alone: Trial | None) -> str:

@@ -38,7 +38,7 @@ def installed_engines(manifest) -> list[str]:
         found.append("onnxruntime-cpu")
         if gpu_facts() and "CUDAExecutionProvider" in ort.get_available_providers():
             found.append("onnxruntime-cuda")
-    if gpu_facts() and any(c.to_json().get("engine") for c in manifest.components.values()):
+    if gpu_facts() and any(c.engine for c in manifest.components.values()):
         found.append("tensorrt")
     return found
 

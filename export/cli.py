@@ -100,13 +100,16 @@ def describe(checkpoint: Path | None, preset: str | None) -> None:
               help="int8: frames kept out of the sample for the accuracy report and gate.")
 @click.option("--calibration-seed", type=int, default=0, show_default=True,
               help="int8: seed of the frame sample (the same media and seed: the same sample).")
+@click.option("--search-frames", type=click.IntRange(min=1), default=6, show_default=True,
+              help="int8: calibration frames each trial of the per-layer sensitivity search is judged on.")
 @click.option("--from-fp32", "from_fp32", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="int8: calibrate from this FP32 build of the same checkpoint (checked, left "
                    "unchanged) instead of building one first.")
 def build_command(checkpoint: Path | None, precision: str, out: Path | None, from_dir: Path | None,
                   kernels: Path | None, engines: bool, force: bool, faces: tuple[Path, ...],
                   plugins: bool, calibration_data: Path | None, calibration_frames: int,
-                  held_back_frames: int, calibration_seed: int, from_fp32: Path | None) -> None:
+                  held_back_frames: int, calibration_seed: int, search_frames: int,
+                  from_fp32: Path | None) -> None:
     """Export each component to ONNX, check it against the PyTorch reference in float64 on
     real faces, and write OUT with its manifest (last, so a failed build leaves nothing);
     then TensorRT engines where TensorRT and a GPU are present.
@@ -129,7 +132,7 @@ def build_command(checkpoint: Path | None, precision: str, out: Path | None, fro
     if precision == "int8":
         from mnt.calibration.data import Options
 
-        calibration = Options(calibration_frames, held_back_frames, calibration_seed)
+        calibration = Options(calibration_frames, held_back_frames, calibration_seed, search_frames)
     build(checkpoint, precision, out, force=force, face_paths=faces, log=click.echo, plugins=plugins,
           calibration_data=calibration_data, calibration=calibration, from_fp32=from_fp32)
     click.echo(f"wrote {out} in {time.perf_counter() - started:.0f} s; check it on another machine "

@@ -28,7 +28,7 @@ def int8_build(tiny_checkpoint, tiny_artefacts, tmp_path_factory):
     fp32 = tiny_artefacts("fp32")
     before = {str(p.relative_to(fp32)): p.stat().st_mtime_ns for p in fp32.rglob("*")}
     manifest = build(tiny_checkpoint, "int8", out, log=lambda _: None, calibration_data=media,
-                     calibration=Options(frames=6, held_back=2), from_fp32=fp32)
+                     calibration=Options(frames=6, held_back=2, search_frames=3), from_fp32=fp32)
     assert {str(p.relative_to(fp32)): p.stat().st_mtime_ns for p in fp32.rglob("*")} == before  # untouched
     return out, manifest
 
