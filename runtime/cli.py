@@ -135,6 +135,7 @@ def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, ou
         max_frames: int | None, mode: str, transform: bool, force: bool,
         fan_weights: Path | None = None, checkpoint: Path | None = None) -> None:
     from mnt.runtime.faces import landmark_backend
+    from mnt.runtime.fan import check_weights, weights_folder
     from mnt.runtime.pipeline import DriverStream, load_targets
     from mnt.runtime.video import VideoWriter, read_frames, video_info
 
@@ -149,8 +150,6 @@ def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, ou
     if output is not None and output.exists() and not force:
         raise RuntimeStageError(f"{output} already exists", hint="pass --force to overwrite it")
     rate, count, _ = (30, 0, False) if camera else video_info(source)
-    from mnt.runtime.fan import check_weights, weights_folder
-
     fan = weights_folder(fan_weights)
     if fan is not None:  # before any slow step
         check_weights(fan)

@@ -37,3 +37,19 @@ def placed_landmarks(size: int = 256, alpha: np.ndarray | None = None, seed: int
     from mnt.export.samples import posed_landmarks
 
     return posed_landmarks(random_stats(np.random.default_rng(seed)), size, alpha, yaw)
+
+
+def reference_frame(reference, faces: list[np.ndarray], points: list[np.ndarray],
+                    driver: np.ndarray) -> np.ndarray:
+    """The PyTorch reference's reenacted uint8 frame for target faces with their landmarks
+    and the driver's landmarks, rounded as the runtime rounds."""
+    import torch
+
+    from mnt.runtime import rasterize, to_model_input
+
+    y = torch.from_numpy(np.stack([to_model_input(f) for f in faces]))[None]
+    ry = torch.from_numpy(np.stack([to_model_input(rasterize(p)) for p in points]))[None]
+    rx = torch.from_numpy(to_model_input(rasterize(driver)))[None]
+    with torch.no_grad():
+        expected = reference.generator(rx, y, ry)[0].numpy().transpose(1, 2, 0)
+    return np.clip((expected + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)

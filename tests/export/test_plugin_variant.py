@@ -19,6 +19,7 @@ from mnt.runtime import rasterize, to_model_input
 from mnt.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from mnt.runtime.manifest import load_manifest
 from mnt.runtime.reenactor import Reenactor
+from tests.helpers import reference_frame
 from tests.tolerances import PLUGIN_VS_STANDARD_MIN_PSNR_DB
 
 EXPECTED = {"target_encoder": {"mnt::Warp": 4},
@@ -144,10 +145,5 @@ def test_the_runtime_reenacts_with_a_plugin_folder(plugin_build, tiny_checkpoint
     with Reenactor(plugin_build("fp32"), backend="onnxruntime-cpu") as model:
         state, _ = model.encode_targets(parity_faces[:2], points)
         frame = model.generate(state, driver)
-    y = torch.from_numpy(np.stack([to_model_input(f) for f in parity_faces[:2]]))[None]
-    ry = torch.from_numpy(np.stack([to_model_input(rasterize(p)) for p in points]))[None]
-    rx = torch.from_numpy(to_model_input(rasterize(driver)))[None]
-    with torch.no_grad():
-        expected = reference.generator(rx, y, ry)[0].numpy().transpose(1, 2, 0)
-    expected = np.clip((expected + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    expected = reference_frame(reference, parity_faces[:2], points, driver)
     assert np.abs(frame.astype(int) - expected.astype(int)).max() <= 1  # rounding to uint8

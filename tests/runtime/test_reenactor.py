@@ -6,12 +6,12 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from mnt.export.checkpoint import load_checkpoint
 from mnt.export.samples import posed_landmarks
-from mnt.runtime import RuntimeStageError, rasterize, to_model_input
+from mnt.runtime import RuntimeStageError
 from mnt.runtime.reenactor import Reenactor
+from tests.helpers import reference_frame
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +35,7 @@ def test_matches_the_pytorch_reference_end_to_end(fp32, tiny_checkpoint, parity_
         state, hit = model.encode_targets(faces, points)
         frame = model.generate(state, driver)
     assert not hit and state.k == k and frame.shape == (256, 256, 3) and frame.dtype == np.uint8
-    y = torch.from_numpy(np.stack([to_model_input(f) for f in faces]))[None]
-    ry = torch.from_numpy(np.stack([to_model_input(rasterize(p)) for p in points]))[None]
-    rx = torch.from_numpy(to_model_input(rasterize(driver)))[None]
-    with torch.no_grad():
-        expected = reference.generator(rx, y, ry)[0].numpy().transpose(1, 2, 0)
-    expected = np.clip((expected + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    expected = reference_frame(reference, faces, points, driver)
     assert np.abs(frame.astype(int) - expected.astype(int)).max() <= 1  # rounding to uint8
 
 
