@@ -53,3 +53,14 @@ def reference_frame(reference, faces: list[np.ndarray], points: list[np.ndarray]
     with torch.no_grad():
         expected = reference.generator(rx, y, ry)[0].numpy().transpose(1, 2, 0)
     return np.clip((expected + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+
+def assert_generator_gate(manifest, precision: str) -> None:
+    """The generated image's parity gate as README states it: FP32 max abs <= 1e-4, >= 60 dB
+    and within twice PyTorch float32's RMS error; FP16 >= 40 dB."""
+    image = manifest.components["generator"].accuracy["outputs"]["image"]
+    if precision == "fp32":
+        assert image["max_abs_error"] <= 1e-4 and image["psnr_db"] >= 60
+        assert image["rmse"] <= 2 * image["torch_fp32"]["rmse"]
+    else:
+        assert image["psnr_db"] >= 40

@@ -19,7 +19,7 @@ from mnt.export.onnx_export import OPSET, grid_sample_modes
 from mnt.runtime.errors import MntError
 from mnt.runtime.files import sha256_file
 from mnt.runtime.manifest import MANIFEST_NAME, load_manifest
-from tests.helpers import console_script
+from tests.helpers import assert_generator_gate, console_script
 
 
 @pytest.fixture(scope="module", params=["fp32", "fp16"])
@@ -44,12 +44,7 @@ def test_every_component_passes_parity_for_k_1_3_8(artefact):
     for c in manifest.components.values():
         assert c.accuracy["passed"] and c.accuracy["k"] == [1, 3, 8], c.name
         assert c.accuracy["reference"] == "torch-fp32" and c.accuracy["computed_in"] == "float64"
-    image = manifest.components["generator"].accuracy["outputs"]["image"]
-    if precision == "fp32":
-        assert image["max_abs_error"] <= 1e-4 and image["psnr_db"] >= 60
-        assert image["rmse"] <= 2 * image["torch_fp32"]["rmse"]
-    else:
-        assert image["psnr_db"] >= 40
+    assert_generator_gate(manifest, precision)
 
 
 def test_manifest_schema(artefact):

@@ -19,7 +19,7 @@ from mnt.runtime import rasterize, to_model_input
 from mnt.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from mnt.runtime.manifest import load_manifest
 from mnt.runtime.reenactor import Reenactor
-from tests.helpers import reference_frame
+from tests.helpers import assert_generator_gate, reference_frame
 from tests.tolerances import PLUGIN_VS_STANDARD_MIN_PSNR_DB
 
 EXPECTED = {"target_encoder": {"mnt::Warp": 4},
@@ -70,12 +70,7 @@ def test_builds_pass_the_standard_gates(artefact):
     for c in manifest.components.values():
         assert c.accuracy["passed"] and c.accuracy["k"] == [1, 3], c.name
         assert c.accuracy["thresholds"] == parity.THRESHOLDS[precision]
-    image = manifest.components["generator"].accuracy["outputs"]["image"]
-    if precision == "fp32":
-        assert image["max_abs_error"] <= 1e-4 and image["psnr_db"] >= 60
-        assert image["rmse"] <= 2 * image["torch_fp32"]["rmse"]
-    else:
-        assert image["psnr_db"] >= 40
+    assert_generator_gate(manifest, precision)
 
 
 def test_custom_nodes_replace_grid_sample_and_softmax(artefact):

@@ -7,7 +7,10 @@ def test_runtime_imports_without_torch_export_or_calibration():
         "import sys, mnt.runtime, mnt.runtime.console, mnt.runtime.files, mnt.runtime.manifest;"
         "import mnt.runtime.backends.onnxruntime, mnt.runtime.video, mnt.runtime.reenactor;"
         "import mnt.runtime.cli, mnt.runtime.pipeline, mnt.runtime.faces, mnt.runtime.demo;"
-        "bad = [m for m in ('torch', 'mnt.export', 'mnt.calibration') if m in sys.modules];"
+        "import mnt.runtime.fan, mnt.runtime.gpu;"
+        "import mnt.runtime.backends.tensorrt, mnt.runtime.backends.mnt_ops;"
+        "bad = [m for m in ('torch', 'face_alignment', 'tensorrt', 'mnt.export', 'mnt.calibration')"
+        " if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
