@@ -9,6 +9,7 @@ import click
 
 from mnt.export.errors import ExportError
 from mnt.export.model import PRESETS
+from mnt.export.train.cli import evaluate, train
 from mnt.runtime.console import GuardedGroup
 
 
@@ -50,7 +51,7 @@ def init(preset: str, seed: int, output: Path, force: bool) -> None:
 @click.option("--preset", type=click.Choice(sorted(PRESETS)),
               help="Describe a preset's architecture instead of a checkpoint.")
 def describe(checkpoint: Path | None, preset: str | None) -> None:
-    """Print parameters and FLOPs of each deployment component (per 256x256 frame)."""
+    """Print parameters and FLOPs of each deployment component (per frame at the model's size)."""
     from mnt.export.checkpoint import init_reference, load_checkpoint
     from mnt.export.profile import component_costs
 
@@ -201,6 +202,9 @@ def kernels_command(out: Path, force: bool) -> None:
                f"{', '.join(f'{op}.ptx' for op in manifest['ops'])} ({manifest['archs']['op_ptx']}) "
                f"in {time.perf_counter() - started:.0f} s")
 
+
+main.add_command(train)
+main.add_command(evaluate)
 
 if __name__ == "__main__":
     main()

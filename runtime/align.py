@@ -46,6 +46,31 @@ def fit(landmarks: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return matrix
 
 
+class CropTracker:
+    """A driver's crop stays put while the face moves inside it, so the head's motion
+    (translation, roll, scale) reaches the generator as the paper's fixed video crops do;
+    it is refitted when the face drifts more than `refit` of the crop from its place or
+    changes size by as much (cuts, zooms, walking off). Shared by the runtime's driver
+    stream and the trainer's data, so that training sees the crops deployment makes."""
+
+    def __init__(self, reference: np.ndarray, size: int, refit: float = 0.15) -> None:
+        self.reference, self.size, self.refit = np.asarray(reference, np.float64), size, refit
+        self.matrix: np.ndarray | None = None
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        """Landmarks (68, 2+) in image pixels -> the (2, 3) image-to-crop matrix."""
+        if self.matrix is not None:
+            xy = points[:, :2] @ self.matrix[:, :2].T + self.matrix[:, 2]
+            reference = self.reference[:, :2]
+            drift = np.abs(xy.mean(axis=0) - reference.mean(axis=0)).max() / self.size
+            spread = np.sqrt(((xy - xy.mean(axis=0)) ** 2).sum(axis=1).mean())
+            target = np.sqrt(((reference - reference.mean(axis=0)) ** 2).sum(axis=1).mean())
+            if drift < self.refit and abs(spread / target - 1) < self.refit:
+                return self.matrix
+        self.matrix = fit(points, self.reference)
+        return self.matrix
+
+
 def align(image: np.ndarray, landmarks: np.ndarray, reference: np.ndarray, size: int,
           matrix: np.ndarray | None = None) -> Crop:
     """Crop `image` by `matrix`, or by the fit of the landmarks onto `reference`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.reenactor import BACKENDS
 
 OUTPUTS = ("face", "side-by-side", "paste-back")
-DEFAULT_PRESET = "tiny"
+INSTALL_EXPORT_HINT = "install the export side: pip install torch==2.13.0 && pip install 'mnt[export,cpu]'"
+DEFAULT_MODEL = "small-demo.safetensors"  # trained by mnt-export train; see export/pretrained/README.md
 
 
 def cache_dir() -> Path:
@@ -26,34 +28,39 @@ def cache_dir() -> Path:
 
 
 def default_checkpoint() -> Path:
-    return cache_dir() / f"default-{DEFAULT_PRESET}.safetensors"
+    """The built-in trained model, shipped with the export side (found without importing it)."""
+    spec = importlib.util.find_spec("mnt.export")
+    if spec is None:
+        raise RuntimeStageError("the built-in model comes with the export side, which is not installed",
+                                hint=INSTALL_EXPORT_HINT)
+    for location in spec.submodule_search_locations or []:
+        path = Path(location) / "pretrained" / DEFAULT_MODEL
+        if path.is_file():
+            return path
+    raise RuntimeStageError(f"the built-in model pretrained/{DEFAULT_MODEL} is missing from mnt.export",
+                            hint="reinstall mnt, or pass --artifacts DIR")
 
 
 def default_artifacts(say) -> Path:
-    """The built-in default: a seed-0 `tiny` checkpoint exported to FP32 ONNX in the cache
+    """The built-in default: the shipped demo checkpoint exported to FP32 ONNX in the cache
     folder on first use. Built by the mnt-export command in a child process, so that the
     runtime itself never imports the export side (or torch)."""
-    from importlib.metadata import version
+    from mnt.runtime.files import sha256_file
 
-    folder = cache_dir() / "artifacts" / f"default-{DEFAULT_PRESET}-fp32-{version('mnt')}"
+    checkpoint = default_checkpoint()
+    folder = cache_dir() / "artifacts" / f"default-{checkpoint.stem}-{sha256_file(checkpoint)[:12]}-fp32"
     if (folder / "manifest.json").is_file():
         return folder
-    checkpoint = default_checkpoint()
-    say(f"no --artifacts given: building the default ({DEFAULT_PRESET} preset, random weights) "
-        f"into {folder}; this happens once")
+    say(f"no --artifacts given: building the built-in model ({checkpoint.name}) into {folder}; "
+        "this happens once")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    steps = [["init", "--preset", DEFAULT_PRESET, "--seed", "0", "-o", str(checkpoint), "--force"],
-             ["build", "--checkpoint", str(checkpoint), "--precision", "fp32", "--out", str(folder),
-              "--force"]]
-    for step in steps:
-        result = subprocess.run([sys.executable, "-m", "mnt.export.cli", *step],
-                                stderr=subprocess.PIPE, text=True)
-        if result.returncode != 0:
-            detail = (result.stderr.strip().splitlines() or ["failed"])[-1]
-            raise RuntimeStageError(
-                f"could not build the default artefacts: {detail}",
-                hint="install the export side (pip install torch==2.13.0 && pip install 'mnt[export,cpu]') "
-                     "or pass --artifacts DIR")
+    result = subprocess.run([sys.executable, "-m", "mnt.export.cli", "build", "--checkpoint", str(checkpoint),
+                             "--precision", "fp32", "--out", str(folder), "--force"],
+                            stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        detail = (result.stderr.strip().splitlines() or ["failed"])[-1]
+        raise RuntimeStageError(f"could not build the default artefacts: {detail}",
+                                hint=f"{INSTALL_EXPORT_HINT}, or pass --artifacts DIR")
     return folder
 
 
@@ -84,10 +91,11 @@ def _compose(mode: str, result: np.ndarray, crop, targets) -> np.ndarray:
 @click.option("--demo", is_flag=True,
               help="Use built-in inputs: the astronaut photo (scikit-image) as the target, and a "
                    "video made from matplotlib's Grace Hopper photo with a synthetic head sway "
-                   "as the driver (unless SOURCE or --targets are given).")
+                   "and mouth movement as the driver (unless SOURCE or --targets are given).")
 @click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path),
-              help="Artefact folder from `mnt-export build`; default: a built-in tiny model "
-                   "(random weights) built into the cache folder on first use.")
+              help="Artefact folder from `mnt-export build`; default: the built-in demo model "
+                   "(the small preset, trained on six talking-head clips), built into the cache "
+                   "folder on first use.")
 @click.option("--backend", type=click.Choice([*BACKENDS, "torch"]), default="auto", show_default=True,
               help="Inference engine; auto takes TensorRT where the artefacts hold engines built "
                    "for this GPU, else ONNX Runtime CUDA where a GPU and onnxruntime-gpu exist, "
@@ -101,8 +109,8 @@ def _compose(mode: str, result: np.ndarray, crop, targets) -> np.ndarray:
                    "with .reenacted.mp4 in the current folder (for a camera: only a preview).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--output-mode", "mode", type=click.Choice(OUTPUTS), default="face",
-              show_default=True, help="face: the reenacted 256x256 face; side-by-side: driver crop | "
-              "result; paste-back: the face blended into the first target photo.")
+              show_default=True, help="face: the reenacted face (the model's size); side-by-side: "
+              "driver crop | result; paste-back: the face blended into the first target photo.")
 @click.option("--no-landmark-transformer", is_flag=True,
               help="Drive with the driver's own landmarks (MarioNETte without LT).")
 @click.option("--fan-weights", type=click.Path(path_type=Path),

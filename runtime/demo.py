@@ -1,7 +1,8 @@
 """Built-in demo inputs, so that `mnt-run --demo` needs nothing the user must find: the
 target is the astronaut photo shipped with scikit-image, the driver a short video made
-from matplotlib's Grace Hopper photo with a synthetic head sway (pose only: a photo has no
-expressions)."""
+from matplotlib's Grace Hopper photo with a synthetic head sway and a mouth that opens and
+closes (the jaw pulled down by a smooth warp, the gap painted dark), so that both pose and
+expression reach the model."""
 
 from __future__ import annotations
 
@@ -16,6 +17,32 @@ from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.video import VideoWriter
 
 FRAMES, RATE, SIZE = 75, Fraction(25), 384
+# Grace Hopper's mouth in the 384 px square (measured once with the face mesh): the lips
+# meet at (201, 208); the mouth is 54 px wide and the chin is at y = 249.
+MOUTH_X, MOUTH_Y, MOUTH_HALF_WIDTH, CHIN_Y = 201.0, 208.0, 27.0, 249.0
+MOUTH_OPENINGS, MOUTH_MAX_PX = 4, 14.0
+
+
+def _smoothstep(lo: float, hi: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def open_mouth(photo: np.ndarray, gap: float) -> np.ndarray:
+    """Drop the jaw of the (SIZE x SIZE) photo by `gap` pixels and paint the opening dark."""
+    if gap <= 0.5:
+        return photo
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    across = np.exp(-(((xs - MOUTH_X) / (1.4 * MOUTH_HALF_WIDTH)) ** 2))
+    below = _smoothstep(MOUTH_Y - 3, MOUTH_Y + 4, ys) * (1 - _smoothstep(CHIN_Y, CHIN_Y + 45, ys))
+    dropped = cv2.remap(photo, xs, ys - gap * across * below, cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REFLECT)
+    mask = np.zeros((SIZE, SIZE), np.float32)
+    cv2.ellipse(mask, (round(MOUTH_X), round(MOUTH_Y + gap / 2)),
+                (round(0.75 * MOUTH_HALF_WIDTH), max(1, round(gap / 2))), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (5, 5), 0)[..., None]
+    inside = np.array([70, 30, 35], np.float32)  # a dark mouth interior
+    return (mask * inside + (1 - mask) * dropped).astype(np.uint8)
 
 
 def _photo(module: str) -> np.ndarray:
@@ -36,7 +63,7 @@ def _photo(module: str) -> np.ndarray:
 
 def demo_inputs(folder: Path) -> tuple[Path, Path]:
     """Write (once) the demo's driver video and targets folder under `folder`."""
-    video, targets = folder / "driver.mp4", folder / "targets"
+    video, targets = folder / "hopper-talking.mp4", folder / "targets"
     if not (targets / "astronaut.png").is_file():
         targets.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(targets / "astronaut.png"), cv2.cvtColor(_photo("skimage"), cv2.COLOR_RGB2BGR))
@@ -49,10 +76,12 @@ def demo_inputs(folder: Path) -> tuple[Path, Path]:
         try:
             for i in range(FRAMES):
                 phase = 2 * math.pi * i / FRAMES
+                gap = MOUTH_MAX_PX * math.sin(math.pi * MOUTH_OPENINGS * i / FRAMES) ** 2
                 m = cv2.getRotationMatrix2D((SIZE / 2, SIZE * 0.45), 10 * math.sin(phase),
                                             1.0 + 0.06 * math.sin(2 * phase))
                 m[:, 2] += (12 * math.sin(phase), 6 * math.cos(phase))
-                writer.write(cv2.warpAffine(photo, m, (SIZE, SIZE), borderMode=cv2.BORDER_REFLECT))
+                writer.write(cv2.warpAffine(open_mouth(photo, gap), m, (SIZE, SIZE),
+                                            borderMode=cv2.BORDER_REFLECT))
         except BaseException:
             writer.abort()
             raise

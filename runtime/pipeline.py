@@ -11,14 +11,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mnt.runtime.align import Crop, align, fit, template
+from mnt.runtime.align import Crop, CropTracker, align, template
 from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.faces import LandmarkBackend, OneEuroFilter
 from mnt.runtime.reenactor import Reenactor, TargetState
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 MAX_TARGETS = 8
-REFIT = 0.15  # refit a driver's crop when the face drifts or rescales by more than this
 
 
 @dataclass
@@ -98,32 +97,14 @@ class DriverStream:
     timings: Timings = field(default_factory=Timings)
     _last: np.ndarray | None = None
     _lost: bool = False
-    _reference: np.ndarray | None = None
-    _matrix: np.ndarray | None = None
-
-    def _crop_matrix(self, points: np.ndarray) -> np.ndarray:
-        """A driver's crop stays put while the face moves inside it, so the head's motion
-        (translation, roll, scale) reaches the generator as the paper's fixed video crops
-        do; it is refitted when the face drifts more than REFIT of the crop from its place
-        or changes size by as much (cuts, zooms, walking off)."""
-        assert self._reference is not None
-        if self._matrix is not None:
-            xy = points[:, :2] @ self._matrix[:, :2].T + self._matrix[:, 2]
-            reference = self._reference[:, :2]
-            drift = np.abs(xy.mean(axis=0) - reference.mean(axis=0)).max() / self.model.size
-            spread = np.sqrt(((xy - xy.mean(axis=0)) ** 2).sum(axis=1).mean())
-            target = np.sqrt(((reference - reference.mean(axis=0)) ** 2).sum(axis=1).mean())
-            if drift < REFIT and abs(spread / target - 1) < REFIT:
-                return self._matrix
-        self._matrix = fit(points, self._reference)
-        return self._matrix
+    _crops: CropTracker | None = None
 
     def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, Crop] | None:
         """One driver frame (uint8 RGB) -> (reenacted face, the driver's crop), or None while
         no face has been seen yet (such leading frames are skipped and counted)."""
         started = time.perf_counter()
-        if self._reference is None:
-            self._reference = template(self.model.stats, self.model.size)
+        if self._crops is None:
+            self._crops = CropTracker(template(self.model.stats, self.model.size), self.model.size)
         # The face mesh tracks between frames by itself; the (slower) human-face check runs
         # only when a face is acquired: the first frame, or after the face was lost.
         acquiring = self._last is None or self._lost
@@ -140,7 +121,7 @@ class DriverStream:
             self._lost = False
             points = self.smoother(face.landmarks, self.timings.frames / self.rate)
             self._last = points
-        crop = align(frame, points, self._reference, self.model.size, self._crop_matrix(points))
+        crop = align(frame, points, self._crops.reference, self.model.size, self._crops(points))
         driver = crop.landmarks
         if self.transform:
             driver = self.model.driver_landmarks(self.targets.state, crop.image, driver)

@@ -85,4 +85,12 @@ PRESETS: dict[str, ModelConfig] = {
         disentangler_hidden=64,
         backbone=BackboneConfig(block="basic", layers=(1, 1, 1, 1), width=16),
     ),
+    # tiny's widths at 128x128: the built-in demo model, trainable on a CPU (export/pretrained).
+    "small": ModelConfig(
+        image_size=128,
+        base_channels=16,
+        max_channels=128,
+        disentangler_hidden=64,
+        backbone=BackboneConfig(block="basic", layers=(1, 1, 1, 1), width=16),
+    ),
 }

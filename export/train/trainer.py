@@ -1,0 +1,269 @@
+"""The training run: landmark disentangler first (supplement B), then the generator and
+the discriminator adversarially (supplement A4). Resumable from the run folder; writes a
+project-format checkpoint, a loss log and sample images as it goes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from mnt.export.checkpoint import Reference, save_checkpoint
+from mnt.export.errors import ExportError
+from mnt.export.model import PRESETS, LandmarkDisentangler, MarioNETte
+from mnt.export.train import losses
+from mnt.export.train.dataset import Batch, Dataset, make_batch, sample_training
+from mnt.export.train.discriminator import Discriminator
+from mnt.export.train.state import STATE_FILE, load_state, save_state
+from mnt.runtime.files import atomic_path
+from mnt.runtime.landmarks import LandmarkStats, normalize
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+LOG_FILE = "losses.jsonl"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Defaults follow the paper (Adam, D 2e-4, G 5e-5; λP 10, λFM 10; one D step per G
+    step), except K (paper: 4) and the batch, which a CPU run keeps small."""
+
+    preset: str = "small"
+    steps: int = 3000
+    batch: int = 4
+    targets: int = 2
+    lr_generator: float = 5e-5
+    lr_discriminator: float = 2e-4
+    lambda_perceptual: float = 10.0  # λP, on VGG19 features or, without them, on pixels
+    lambda_feature_matching: float = 10.0  # λFM
+    disentangler_steps: int = 400
+    disentangler_batch: int = 32
+    lr_disentangler: float = 3e-4
+    seed: int = 0
+
+    def run_key(self) -> dict[str, object]:
+        """What must match to resume a run (the step count may grow)."""
+        return {k: v for k, v in asdict(self).items() if k != "steps"}
+
+
+def _tensors(batch: Batch) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in vars(batch).items()}
+
+
+def fit_disentangler(dataset: Dataset, settings: Settings,
+                     say: Callable[[str], None]) -> LandmarkDisentangler:
+    """Supplement B: MSE on normalised coefficients, Adam 3e-4, gradients clipped at norm 1.
+    Samples are training frames in both crops (targets and drivers reach M at run time)."""
+    config = PRESETS[settings.preset]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        model = LandmarkDisentangler(config).train()
+    images, offsets, alphas = [], [], []
+    for clip in dataset.clips:
+        train = clip.train
+        alpha = dataset.coefficients(clip)[train]
+        for crops, points in ((clip.target_images, clip.target_landmarks),
+                              (clip.driver_images, clip.driver_landmarks)):
+            images.append(crops[train])
+            offsets.append(np.stack([(normalize(p, dataset.stats.mean)[0] - dataset.stats.mean).ravel()
+                                     for p in points[train]]))
+            alphas.append(alpha)
+    image_all, offset_all = np.concatenate(images), np.concatenate(offsets).astype(np.float32)
+    alpha_all = torch.from_numpy(np.concatenate(alphas).astype(np.float32))
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr_disentangler)
+    rng = np.random.default_rng(settings.seed)
+    say(f"landmark disentangler: {len(image_all)} samples, {settings.disentangler_steps} steps")
+    for step in range(1, settings.disentangler_steps + 1):
+        pick = rng.choice(len(image_all), size=min(settings.disentangler_batch, len(image_all)),
+                          replace=False)
+        x = torch.from_numpy(image_all[pick].transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0)
+        loss = torch.nn.functional.mse_loss(model(x, torch.from_numpy(offset_all[pick])), alpha_all[pick])
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % 50 == 0 or step == settings.disentangler_steps:
+            say(f"  disentangler step {step}/{settings.disentangler_steps}  mse {loss.item():.3f}")
+    return model.eval()
+
+
+class Trainer:
+    """One run folder: state, checkpoint, loss log, samples/."""
+
+    def __init__(self, dataset: Dataset, out: Path, settings: Settings, vgg19: Path | None = None,
+                 say: Callable[[str], None] = print) -> None:
+        self.dataset, self.out, self.settings, self.say = dataset, out, settings, say
+        config = PRESETS[settings.preset]
+        if config.image_size != dataset.size:
+            raise ExportError(f"the data was prepared at {dataset.size}px, the {settings.preset} "
+                              f"preset needs {config.image_size}px")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed)
+            self.generator = MarioNETte(config).train()
+            self.discriminator = Discriminator(config, len(dataset.clips)).train()
+        self.disentangler = LandmarkDisentangler(config).eval()
+        # Adam; the paper does not state betas: BigGAN's (0, 0.999), whose blocks it uses.
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), settings.lr_generator, betas=(0.0, 0.999))
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), settings.lr_discriminator,
+                                      betas=(0.0, 0.999))
+        self.vgg = losses.VGG19Features(vgg19) if vgg19 is not None else None
+        self.step = 0
+        self.disentangler_done = False
+
+    # --- state -----------------------------------------------------------------------
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {"generator": self.generator, "discriminator": self.discriminator,
+                "disentangler": self.disentangler}
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt_g": self.opt_g, "opt_d": self.opt_d}
+
+    def perceptual_networks(self) -> str:
+        return "VGG19 (ImageNet)" if self.vgg is not None else "none (face-weighted pixel L1 instead)"
+
+    def save(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        header = {"step": self.step, "disentangler_done": self.disentangler_done,
+                  "settings": asdict(self.settings), "clips": [c.name for c in self.dataset.clips]}
+        stats = {k: torch.from_numpy(np.asarray(getattr(self.dataset.stats, k), np.float64).copy())
+                 for k in ("mean", "basis", "coef_mean", "coef_std")}
+        save_state(self.out / STATE_FILE, self._modules(), self._optimizers(), stats, header)
+        note = (f"trained by mnt-export train: {self.step} steps of {self.settings.preset}, "
+                f"K={self.settings.targets}, batch {self.settings.batch}, Adam G "
+                f"{self.settings.lr_generator:g} D {self.settings.lr_discriminator:g}, clips "
+                f"{', '.join(c.name for c in self.dataset.clips)}; perceptual networks: "
+                f"{self.perceptual_networks()}")
+        generator = MarioNETte(self.generator.config)
+        generator.load_state_dict(self.generator.state_dict())
+        save_checkpoint(Reference(self.generator.config, generator.eval(), self.disentangler,
+                                  self.dataset.stats), self.out / CHECKPOINT_FILE, note=note)
+
+    def resume(self) -> bool:
+        path = self.out / STATE_FILE
+        if not path.is_file():
+            return False
+        _, header = load_state(path, self._modules(), self._optimizers())
+        saved = Settings(**header["settings"])
+        clips = [c.name for c in self.dataset.clips]
+        if saved.run_key() != self.settings.run_key() or header["clips"] != clips:
+            changed = sorted(k for k, v in self.settings.run_key().items() if saved.run_key()[k] != v)
+            raise ExportError(f"{self.out} holds a run with other settings ({', '.join(changed) or 'clips'})",
+                              hint="use another --out, the same settings, or --restart")
+        self.step, self.disentangler_done = int(header["step"]), bool(header["disentangler_done"])
+        log = self.out / LOG_FILE
+        if log.is_file():  # drop steps logged after the last save: they are trained again
+            kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= self.step]
+            with atomic_path(log) as temporary:
+                temporary.write_text("".join(line + "\n" for line in kept))
+        self.generator.train()
+        self.discriminator.train()
+        return True
+
+    @staticmethod
+    def stats_from_state(out: Path) -> LandmarkStats | None:
+        """The statistics a run folder's state was trained with (so resuming reuses its crops)."""
+        path = out / STATE_FILE
+        if not path.is_file():
+            return None
+        from safetensors.torch import load_file
+
+        t = load_file(str(path))
+        names = ("mean", "basis", "coef_mean", "coef_std")
+        return LandmarkStats(**{k: t[f"extra.{k}"].numpy() for k in names})
+
+    # --- training --------------------------------------------------------------------
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        t = _tensors(batch)
+        fake = self.generator(t["driver_landmarks"], t["targets"], t["target_landmarks"])
+        # Discriminator: hinge on real and (detached) fake, one update per generator update.
+        real_score, real_features = self.discriminator(t["driver"], t["driver_landmarks"], t["identity"])
+        fake_score, _ = self.discriminator(fake.detach(), t["driver_landmarks"], t["identity"])
+        loss_d = losses.hinge_discriminator(real_score, fake_score)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        # Generator: L_GAN + λP L_P + λFM L_FM.
+        self.discriminator.requires_grad_(False)
+        fake_score, fake_features = self.discriminator(fake, t["driver_landmarks"], t["identity"])
+        self.discriminator.requires_grad_(True)
+        gan = losses.hinge_generator(fake_score)
+        fm = losses.feature_matching(real_features, fake_features)
+        if self.vgg is not None:
+            perceptual = losses.perceptual(self.vgg, fake, t["driver"], t["mask"])
+        else:
+            perceptual = losses.pixel(fake, t["driver"], t["mask"])
+        s = self.settings
+        loss_g = gan + s.lambda_perceptual * perceptual + s.lambda_feature_matching * fm
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        return {"d": loss_d.item(), "g": loss_g.item(), "gan": gan.item(), "fm": fm.item(),
+                "perceptual": perceptual.item(),
+                "l1": torch.nn.functional.l1_loss(fake.detach(), t["driver"]).item()}
+
+    def run(self, sample_every: int = 100, save_every: int = 200, log_every: int = 10) -> None:
+        s = self.settings
+        if not self.disentangler_done:
+            self.disentangler.load_state_dict(fit_disentangler(self.dataset, s, self.say).state_dict())
+            self.disentangler_done = True
+            self.save()
+        self.disentangler.eval()
+        if self.step >= s.steps:
+            self.say(f"already trained for {self.step} steps (give more --steps to go on)")
+            self.save()
+            return
+        self.say(f"generator: steps {self.step + 1}..{s.steps}, batch {s.batch}, K={s.targets}, "
+                 f"perceptual networks: {self.perceptual_networks()}")
+        started, first = time.perf_counter(), self.step
+        try:
+            with open(self.out / LOG_FILE, "a") as log:
+                while self.step < s.steps:
+                    # One generator per step keeps a resumed run on the same batches.
+                    rng = np.random.default_rng([s.seed, self.step])
+                    values = self.train_step(sample_training(self.dataset, rng, s.batch, s.targets))
+                    self.step += 1
+                    log.write(json.dumps({"step": self.step, **values}) + "\n")
+                    if self.step % log_every == 0 or self.step == s.steps:
+                        log.flush()
+                        rate = (time.perf_counter() - started) / (self.step - first)
+                        self.say(f"step {self.step}/{s.steps}  D {values['d']:.3f}  G {values['g']:.3f} "
+                                 f"(gan {values['gan']:.3f} fm {values['fm']:.3f} "
+                                 f"perceptual {values['perceptual']:.4f})  l1 {values['l1']:.4f}  "
+                                 f"{rate:.2f} s/step, {rate * (s.steps - self.step) / 60:.0f} min left")
+                    if self.step % sample_every == 0 or self.step == s.steps:
+                        self.sample()
+                    if self.step % save_every == 0:
+                        self.save()
+        except KeyboardInterrupt:
+            self.save()
+            raise ExportError(f"interrupted at step {self.step}; state saved in {self.out}",
+                              hint="run the same command again to resume") from None
+        self.save()
+
+    def sample(self) -> Path:
+        """samples/step-N.png: rows of target | driver landmarks | generated | ground truth,
+        one row per clip, the driver a held-back frame (never trained on)."""
+        k = self.settings.targets
+        picks = [(c, int(clip.held_back[len(clip.held_back) // 2]), clip.spread_targets(k))
+                 for c, clip in enumerate(self.dataset.clips)]
+        batch = make_batch(self.dataset, picks)
+        t = _tensors(batch)
+        self.generator.eval()
+        with torch.no_grad():
+            fake = self.generator(t["driver_landmarks"], t["targets"], t["target_landmarks"]).numpy()
+        self.generator.train()
+        rows = [np.concatenate([batch.targets[i, 0], batch.driver_landmarks[i], fake[i], batch.driver[i]],
+                               axis=2) for i in range(len(picks))]
+        grid = np.clip((np.concatenate(rows, axis=1).transpose(1, 2, 0) + 1) * 127.5 + 0.5, 0, 255)
+        path = self.out / "samples" / f"step-{self.step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ok, encoded = cv2.imencode(".png", cv2.cvtColor(grid.astype(np.uint8), cv2.COLOR_RGB2BGR))
+        assert ok
+        with atomic_path(path) as temporary:
+            temporary.write_bytes(encoded.tobytes())
+        return path
