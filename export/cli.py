@@ -27,7 +27,8 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="tiny", show_default=True,
               help="Model size: 'paper' is the published model, 'tiny' the same structure "
-                   "at a quarter of the widths for fast CPU work.")
+                   "at a quarter of the widths for fast CPU work, 'small' tiny at 128x128 "
+                   "(the built-in demo model's).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed; the same seed gives a byte-identical file.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,

@@ -155,10 +155,10 @@ def test_demo_builds_the_default_artefacts_once_and_runs(env, tmp_path):
     out = tmp_path / "demo.mp4"
     first = mnt_run("--demo", "-o", out, "--max-frames", 5, env=env)
     assert first.returncode == 0, first.stderr
-    assert "building the default" in first.stderr and _frame_count(out) == 5
+    assert "building the built-in model" in first.stderr and _frame_count(out) == 5
     again = mnt_run("--demo", "-o", out, "--max-frames", 2, "--force", env=env)
     assert again.returncode == 0, again.stderr
-    assert "building the default" not in again.stderr and "target cache hit" in again.stderr
+    assert "building the built-in model" not in again.stderr and "target cache hit" in again.stderr
 
 
 def test_missing_inputs_point_to_the_demo(env):
