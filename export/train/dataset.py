@@ -84,11 +84,12 @@ def find_videos(folder: Path) -> list[Path]:
     return videos
 
 
-def _landmarks(video: Path, cache: Path, say: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray]:
+def _landmarks(video: Path, key: str, cache: Path, say: Callable[[str], None]
+               ) -> tuple[np.ndarray, np.ndarray]:
     """(T, 68, 3) landmarks in frame pixels and (T,) whether a face was found, cached."""
     from mnt.runtime.faces import MediaPipeLandmarks
 
-    cached = cache / f"{video.stem}-{sha256_file(video)[:16]}.npz"
+    cached = cache / f"{key}.npz"
     if cached.is_file():
         with np.load(cached) as data:
             return data["landmarks"], data["found"]
@@ -143,7 +144,8 @@ def prepare(videos: list[Path], cache: Path, size: int, holdout: float = 0.2,
     detected = []
     for video in videos:
         try:
-            landmarks, found = _landmarks(video, cache / "landmarks", say)
+            key = f"{video.stem}-{sha256_file(video)[:16]}"  # hashed once: both caches use it
+            landmarks, found = _landmarks(video, key, cache / "landmarks", say)
         except RuntimeStageError as err:
             raise ExportError(f"cannot prepare {video}: {err}",
                               hint="remove or re-encode the video") from err
@@ -153,13 +155,13 @@ def prepare(videos: list[Path], cache: Path, size: int, holdout: float = 0.2,
             raise ExportError(f"{video.name}: a face in {train} frames before the split and {held} "
                               f"after; training needs {MIN_FRAMES} on each side",
                               hint="use a longer clip that shows one face throughout")
-        detected.append((video, landmarks, found, split))
+        detected.append((video, key, landmarks, found, split))
     if stats is None:
-        stats = fit_stats([lm[:split][f[:split]] for _, lm, f, split in detected])
+        stats = fit_stats([lm[:split][f[:split]] for _, _, lm, f, split in detected])
     folder = cache / f"crops-{size}-{_stats_key(stats)}"
     clips = []
-    for video, landmarks, found, split in detected:
-        cached = folder / f"{video.stem}-{sha256_file(video)[:16]}.npz"
+    for video, key, landmarks, found, split in detected:
+        cached = folder / f"{key}.npz"
         if not cached.is_file():
             say(f"  cropping {video.name} at {size}x{size}")
             arrays = _crops(video, landmarks, found, stats, size)

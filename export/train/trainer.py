@@ -160,8 +160,6 @@ class Trainer:
             kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= self.step]
             with atomic_path(log) as temporary:
                 temporary.write_text("".join(line + "\n" for line in kept))
-        self.generator.train()
-        self.discriminator.train()
         return True
 
     @staticmethod
