@@ -13,9 +13,6 @@ bin=${1:-.venv/bin}
 # keyword) and a parameter without default after defaulted ones (add_scale_nd).
 sed -i -E 's/(\(self(: [A-Za-z0-9]+)?), in: /\1, in_: /; s/channel_axis: int\) -> IScaleLayer/channel_axis: int = 0) -> IScaleLayer/' \
     .typing/tensorrt_bindings/tensorrt.pyi
-# mnt.* is mapped from top-level folders by an import hook that mypy cannot see: link them.
-mkdir -p .typing/mnt
-for folder in export runtime kernels calibration; do
-    if [ -d "$folder" ]; then ln -sfn "$PWD/$folder" ".typing/mnt/$folder"; fi
-done
+# mnt.* is mapped from top-level folders by an import hook that mypy cannot see.
+bash .ci/link-namespace.sh .typing
 "$bin/mypy" "${@:2}"

@@ -13,7 +13,7 @@ import copy
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
@@ -25,20 +25,21 @@ from mnt.calibration import report as reports
 from mnt.calibration.data import CalibrationData, Feeds, Options, collect
 from mnt.calibration.quantize import node_groups, qdq_counts
 from mnt.calibration.sensitivity import Plan, search
-from mnt.export.checkpoint import Reference
-from mnt.export.components import COMPONENTS, component_modules
-from mnt.export.errors import ExportError
-from mnt.export.parity import measure
+from mnt.export.errors import AccuracyError, ExportError
+from mnt.export.model.checkpoint import Reference, load_checkpoint
+from mnt.export.model.components import COMPONENTS, component_modules
+from mnt.export.onnx.build import GATE_KS, build_into, check_faces, parity_faces
+from mnt.export.onnx.goldens import GOLDEN_K, write_golden
+from mnt.export.onnx.parity import measure
 from mnt.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from mnt.runtime.errors import RuntimeStageError
-from mnt.runtime.files import sha256_file
+from mnt.runtime.files import sha256_file, staged_folder
 from mnt.runtime.manifest import STATS_NAME, ComponentInfo, Manifest, check_hashes, load_manifest
 from mnt.runtime.reenactor import Reenactor
 
 REFERENCE_DIR = ".fp32-reference"
 MARGIN_DB = 2.0  # the search keeps this much above each gate on its samples (0.5 and 1.5 dB on 3
 # samples let a held-back frame of the tiny target encoder fall 0.2 dB under its gate)
-GOLDEN_K = 3
 # End to end, a component other than the generator in INT8 (the rest FP32) must keep the
 # reenacted frames of the calibration sample at least this close to the FP32 artefact's
 # (uint8 PSNR, worst frame): the generator's own bar. Its outputs can pass their 30 dB gate and
@@ -86,13 +87,28 @@ def fp32_reference(folder: Path, checkpoint: Path) -> Manifest:
     return manifest
 
 
+def build_int8(checkpoint: Path, out: Path, calibration_data: Path, options: Options | None = None,
+               force: bool = False, faces: list[np.ndarray] | None = None,
+               face_paths: Sequence[Path] = (), gate_ks: tuple[int, ...] = GATE_KS,
+               log: Callable[[str], None] = print, from_fp32: Path | None = None) -> Manifest:
+    """One INT8 artefact folder from `checkpoint`, calibrated on the driver videos and target
+    photos in `calibration_data`; raises ExportError (nothing written). `from_fp32`: an
+    existing FP32 build of the same checkpoint to calibrate from (read only)."""
+    if from_fp32 is not None and Path(from_fp32).resolve() == Path(out).resolve():
+        raise ExportError("--from-fp32 and --out are the same folder", hint="write the int8 build elsewhere")
+    check_faces(faces)
+    reference = load_checkpoint(checkpoint)
+    with staged_folder(out, force, "the build", ExportError) as staging:
+        return build_int8_into(staging, checkpoint, reference, parity_faces(reference, faces, face_paths),
+                               gate_ks, Path(calibration_data), options or Options(), log,
+                               from_fp32=from_fp32)
+
+
 def build_int8_into(folder: Path, checkpoint: Path, reference: Reference, faces: list[np.ndarray],
                     gate_ks: tuple[int, ...], calibration_data: Path, options: Options,
                     log: Callable[[str], None], from_fp32: Path | None = None) -> Manifest:
     """`from_fp32`: an FP32 build of the same checkpoint to start from (read, never written);
     without it one is built (and gated) first in a hidden folder."""
-    from mnt.export.build import _build_into
-
     started = time.perf_counter()
     if from_fp32 is not None:
         fp32_dir = Path(from_fp32)
@@ -102,7 +118,7 @@ def build_int8_into(folder: Path, checkpoint: Path, reference: Reference, faces:
         fp32_dir = folder / REFERENCE_DIR
         fp32_dir.mkdir()
         log("int8: building the FP32 reference first")
-        _build_into(fp32_dir, checkpoint, reference, "fp32", faces, gate_ks, log)
+        build_into(fp32_dir, checkpoint, reference, "fp32", faces, gate_ks, log)
         fp32_manifest = load_manifest(fp32_dir)
     log(f"int8: calibration frames from {calibration_data} (seed {options.seed}) ...")
     try:
@@ -224,19 +240,14 @@ def _component(folder: Path, fp32_dir: Path, cache: Path, fp32_info: ComponentIn
     if failures:
         still = sorted(plan.final.quantized if plan.final else (),
                        key=lambda b: plan.alone[b].slack_db if b in plan.alone else 0.0)[:3]
-        raise ExportError(
+        raise AccuracyError(
             f"{name} (int8) failed its gate on held-back frames: " + "; ".join(failures[:4]),
             hint="keep more layers in higher precision: the INT8 blocks that cost most are "
                  + (", ".join(still) or "none measured") + "; or calibrate with more frames")
     golden_k = GOLDEN_K if GOLDEN_K in inputs_by_k else max(inputs_by_k)
-    golden = f"goldens/{name}.npz"
-    (folder / "goldens").mkdir(exist_ok=True)
-    np.savez(folder / golden,
-             **{f"input:{t.name}": x.astype(np.float32)
-                for t, x in zip(info.inputs, inputs_by_k[golden_k], strict=True)},
-             **{f"output:{t.name}": y for t, y in zip(info.outputs, references[golden_k], strict=True)})
+    golden = write_golden(folder, info, inputs_by_k[golden_k], references[golden_k])
     accuracy = {**accuracy, "inputs": "held-back calibration frames (real faces, runtime preprocessing)",
                 "held_back": errors, "sensitivity_seconds": round(plan.seconds, 1)}
     json.dumps(accuracy)  # fail here, not while writing the manifest, on a non-JSON value
-    return (replace(info, accuracy=accuracy, golden={"file": golden, "sha256": sha256_file(folder / golden)}),
+    return (replace(info, accuracy=accuracy, golden=golden),
             plan, errors)

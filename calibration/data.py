@@ -20,20 +20,21 @@ import contextlib
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from mnt.export.onnx.goldens import GOLDEN_K  # one such target set: the goldens come from real faces too
 from mnt.runtime.align import align, template
 from mnt.runtime.backends.base import Backend, resolve_shape
 from mnt.runtime.errors import RuntimeStageError
-from mnt.runtime.pipeline import IMAGE_SUFFIXES, DriverStream, Targets, read_image
+from mnt.runtime.images import IMAGE_SUFFIXES, read_image
+from mnt.runtime.pipeline import DriverStream, Targets
 from mnt.runtime.reenactor import Reenactor
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm"}
-GOLDEN_K = 3  # one K=3 target set, so the goldens (K=3) come from real faces too
 
 
 class CalibrationError(RuntimeStageError):
@@ -107,16 +108,16 @@ class Recorder(Backend):
     def __init__(self, inner: Backend, run: bool = True) -> None:
         super().__init__(inner.component)
         self.inner, self.run = inner, run
+        self.is_active = inner.is_active  # it stands in for a backend already in use
         self.feeds: list[Feeds] = []
 
-    def activate(self) -> None:
+    def activate_impl(self) -> None:
         self.inner.activate()
 
-    def deactivate(self) -> None:
+    def deactivate_impl(self) -> None:
         self.inner.deactivate()
 
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ready, dims = self.inner.prepare_feeds(feeds)
+    def infer_impl(self, ready: dict[str, np.ndarray], dims: dict[str, int]) -> dict[str, np.ndarray]:
         self.feeds.append({name: array.copy() for name, array in ready.items()})
         if self.run:
             return self.inner.infer(ready)
@@ -138,7 +139,7 @@ def media_files(folder: Path) -> tuple[list[Path], list[Path]]:
 
 def _target_faces(folder: Path, photos: list[Path], model: Reenactor, skipped: list[str],
                   say: Callable[[str], None]) -> list[TargetFace]:
-    from mnt.runtime.faces import MediaPipeLandmarks
+    from mnt.runtime.landmarkers.mediapipe_mesh import MediaPipeLandmarks
 
     reference = template(model.stats, model.size)
     faces = []
@@ -168,7 +169,7 @@ def _tracked_frames(folder: Path, video: Path, per_video: int, model: Reenactor,
                     target_set: int, skipped: list[str], say: Callable[[str], None]
                     ) -> list[DriverFrame]:
     """`per_video` evenly spaced frames of one video, through DriverStream; [] when unreadable."""
-    from mnt.runtime.faces import MediaPipeLandmarks
+    from mnt.runtime.landmarkers.mediapipe_mesh import MediaPipeLandmarks
     from mnt.runtime.video import read_frames, video_info
 
     name = str(video.relative_to(folder))
@@ -251,7 +252,7 @@ def collect(folder: Path, model: Reenactor, options: Options,
 
 def _first_frames_as_targets(folder: Path, videos: list[Path], model: Reenactor,
                              skipped: list[str]) -> list[TargetFace]:
-    from mnt.runtime.faces import MediaPipeLandmarks
+    from mnt.runtime.landmarkers.mediapipe_mesh import MediaPipeLandmarks
     from mnt.runtime.video import read_frames
 
     reference = template(model.stats, model.size)

@@ -15,7 +15,8 @@ import numpy as np
 from torch import nn
 
 from mnt.calibration.data import CalibrationData, DriverFrame, Feeds
-from mnt.export.parity import int8_gate, run_torch
+from mnt.export.onnx.gates import int8_gate
+from mnt.export.onnx.parity import run_torch
 from mnt.runtime.backends.base import Backend
 from mnt.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from mnt.runtime.manifest import ComponentInfo, Manifest

@@ -1,6 +1,6 @@
 """Which layers stay in higher precision: measured, per block, not guessed.
 
-Every output is judged by its gate (parity.int8_gate); a graph's *slack* is the worst
+Every output is judged by its gate (gates.int8_gate); a graph's *slack* is the worst
 output's PSNR minus its gate over the evaluation samples (positive: it passes), against
 the FP32 graph's outputs. The search:
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from mnt.calibration.data import Feeds
 from mnt.calibration.quantize import Group, quantize
-from mnt.export.parity import Error, int8_gate
+from mnt.export.onnx.gates import Error, int8_gate
 
 
 @dataclass(frozen=True)

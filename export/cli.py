@@ -1,4 +1,6 @@
-"""mnt-export: make, inspect and (later) export MarioNETte checkpoints."""
+"""mnt-export: make, inspect, export and verify MarioNETte checkpoints and artefacts; say
+what this machine offers (`doctor`). `--help`, `build --from`, `verify`, `inspect` and
+`doctor` import no torch: the commands import what they need when they run."""
 
 from __future__ import annotations
 
@@ -7,16 +9,18 @@ from pathlib import Path
 
 import click
 
-from mnt.export.errors import ExportError
-from mnt.export.model import PRESETS
+from mnt.export.errors import AccuracyError, ExportError
+from mnt.export.model.config import PRESETS
 from mnt.export.train.cli import evaluate, train
-from mnt.runtime.console import GuardedGroup
+from mnt.runtime import options
+from mnt.runtime.console import EXIT_CODES_EPILOG, GuardedGroup, json_text
 
 
-@click.group(name="mnt-export", cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of errors.")
-@click.version_option(package_name="mnt")
-def main(verbose: bool) -> None:
+@click.group(name="mnt-export", cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EXIT_CODES_EPILOG)
+@options.verbose()
+@options.version("mnt-export")
+def main() -> None:
     """Turn a MarioNETte checkpoint into deployable artefacts.
 
     Start without a trained model: `mnt-export init --preset tiny -o tiny.safetensors`
@@ -33,10 +37,10 @@ def main(verbose: bool) -> None:
               help="Random seed; the same seed gives a byte-identical file.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Checkpoint file to write (safetensors).")
-@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@options.force("OUTPUT")
 def init(preset: str, seed: int, output: Path, force: bool) -> None:
     """Write a seeded, random-initialised checkpoint with plausible landmark statistics."""
-    from mnt.export.checkpoint import init_reference, save_checkpoint
+    from mnt.export.model.checkpoint import init_reference, save_checkpoint
 
     if output.exists() and not force:
         raise ExportError(f"{output} already exists", hint="pass --force to overwrite it")
@@ -47,14 +51,13 @@ def init(preset: str, seed: int, output: Path, force: bool) -> None:
 
 
 @main.command()
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-              help="Checkpoint to describe.")
+@options.checkpoint("the one to describe")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)),
               help="Describe a preset's architecture instead of a checkpoint.")
 def describe(checkpoint: Path | None, preset: str | None) -> None:
     """Print parameters and FLOPs of each deployment component (per frame at the model's size)."""
-    from mnt.export.checkpoint import init_reference, load_checkpoint
-    from mnt.export.profile import component_costs
+    from mnt.export.model.checkpoint import init_reference, load_checkpoint
+    from mnt.export.model.flops import component_costs
 
     if (checkpoint is None) == (preset is None):
         raise ExportError("describe needs exactly one of --checkpoint or --preset")
@@ -70,8 +73,7 @@ def describe(checkpoint: Path | None, preset: str | None) -> None:
 
 
 @main.command("build")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-              help="Checkpoint to export (see `mnt-export init`).")
+@options.checkpoint("the one to export")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True,
               help="fp16: a typed FP16 graph with FP32 islands (flows and sampling, softmax, "
                    "normalisation); fp32: the reference precision; int8: Q/DQ calibrated on "
@@ -86,10 +88,8 @@ def describe(checkpoint: Path | None, preset: str | None) -> None:
                    "(default: $MNT_KERNELS_DIR).")
 @click.option("--engines/--no-engines", default=True, show_default=True,
               help="Build TensorRT engines after the ONNX where TensorRT and a GPU are present.")
-@click.option("--force", is_flag=True, help="Replace OUT if it exists (only once the new build passed).")
-@click.option("--faces", type=click.Path(exists=True, path_type=Path), multiple=True,
-              help="Photos or videos (files or folders) for the parity inputs; default: the "
-                   "astronaut photo shipped with scikit-image.")
+@options.force("OUT")
+@options.faces()
 @click.option("--plugins", is_flag=True,
               help="Plugin variant: warp and attention in the target encoder and generator as "
                    "custom nodes mnt::Warp / mnt::CrossAttention (our kernels in TensorRT; "
@@ -117,7 +117,7 @@ def build_command(checkpoint: Path | None, precision: str, out: Path | None, fro
     then TensorRT engines where TensorRT and a GPU are present.
 
     On the device: `mnt-export build --from OUT` builds the engines of a folder made elsewhere."""
-    from mnt.export.engine import engines_or_skip, verify_goldens
+    from mnt.export.tensorrt.builder import engines_or_skip, verify_goldens
 
     if from_dir is not None:
         if checkpoint or out:
@@ -127,16 +127,27 @@ def build_command(checkpoint: Path | None, precision: str, out: Path | None, fro
         return
     if checkpoint is None or out is None:
         raise ExportError("build needs --checkpoint and --out (or --from DIR to add engines to a folder)")
-    from mnt.export.build import build
-
+    int8 = precision == "int8"
+    if int8 != (calibration_data is not None):
+        raise ExportError("int8 builds, and only they, need calibration media",
+                          hint="pass --precision int8 with --calibration-data DIR (driver videos, "
+                               "target photos)")
+    if int8 and plugins:
+        raise ExportError("--plugins is not available for int8 builds yet")
+    if from_fp32 is not None and not int8:
+        raise ExportError("--from-fp32 is for int8 builds only (an FP32 build to calibrate from)")
     started = time.perf_counter()
-    calibration = None
-    if precision == "int8":
+    if int8:
+        from mnt.calibration.build import build_int8
         from mnt.calibration.data import Options
 
-        calibration = Options(calibration_frames, held_back_frames, calibration_seed, search_frames)
-    build(checkpoint, precision, out, force=force, face_paths=faces, log=click.echo, plugins=plugins,
-          calibration_data=calibration_data, calibration=calibration, from_fp32=from_fp32)
+        build_int8(checkpoint, out, calibration_data,
+                   Options(calibration_frames, held_back_frames, calibration_seed, search_frames),
+                   force=force, face_paths=faces, log=click.echo, from_fp32=from_fp32)
+    else:
+        from mnt.export.onnx.build import build
+
+        build(checkpoint, precision, out, force=force, face_paths=faces, log=click.echo, plugins=plugins)
     click.echo(f"wrote {out} in {time.perf_counter() - started:.0f} s; check it on another machine "
                f"with `mnt-export verify {out}`")
     if engines:
@@ -149,38 +160,56 @@ def build_command(checkpoint: Path | None, precision: str, out: Path | None, fro
               help="ONNX Runtime execution provider to verify on.")
 @click.option("--allow-cpu-fallback", is_flag=True,
               help="With --device cuda, accept ONNX Runtime falling back to the CPU.")
-def verify_command(folder: Path, device: str, allow_cpu_fallback: bool) -> None:
+@options.json_flag()
+def verify_command(folder: Path, device: str, allow_cpu_fallback: bool, as_json: bool) -> None:
     """Re-run FOLDER's components on their stored golden inputs and compare with the
-    float64 reference outputs under the build's thresholds; exit 1 on any drift."""
-    from mnt.export.verify import format_rows, verify
+    float64 reference outputs under the build's thresholds; exit 3 on any drift (1 when
+    files changed since the build or goldens are missing)."""
+    from mnt.export.onnx.verify import format_rows, report, verify
 
     _, rows = verify(folder, device, allow_cpu_fallback)
-    click.echo(format_rows(rows))
-    bad = [r for r in rows if r.status != "ok"]
-    if bad:
-        raise ExportError(f"{folder}: {len(bad)} of {len(rows)} checks failed")
-    click.echo(f"{folder}: all {len(rows)} outputs within their thresholds")
+    data = report(folder, device, rows)
+    verdict = data["verdict"]
+    click.echo(json_text(data) if as_json else format_rows(rows), nl=not as_json)
+    if not verdict["passed"]:
+        raise (AccuracyError if verdict["drifted"] else ExportError)(verdict["line"])
+    if not as_json:
+        click.echo(verdict["line"])
 
 
 @main.command("inspect")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
-def inspect_command(folder: Path) -> None:
+@options.json_flag()
+def inspect_command(folder: Path, as_json: bool) -> None:
     """Summarise an artefact folder: components, precision, shapes, accuracy, sizes."""
-    from mnt.export.verify import describe_folder
+    from mnt.export.onnx.verify import format_summary, summarise
 
-    click.echo(describe_folder(folder))
+    summary = summarise(folder)
+    click.echo(json_text(summary) if as_json else format_summary(summary), nl=not as_json)
+
+
+@main.command("doctor")
+@options.artifacts("say what `--backend auto` picks for it (default: the pick without a folder)")
+@options.json_flag()
+def doctor_command(artifacts: Path | None, as_json: bool) -> None:
+    """Say what this machine offers mnt: Python, packages, ONNX Runtime providers, TensorRT,
+    the GPU and nvcc, which backends can run and what `--backend auto` picks. Imports no
+    torch; exits 0 whatever it finds."""
+    from mnt.export.doctor import facts, format_facts
+
+    found = facts(artifacts)
+    click.echo(json_text(found) if as_json else format_facts(found), nl=not as_json)
 
 
 @main.command("islands")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--faces", type=click.Path(exists=True, path_type=Path), multiple=True,
-              help="Photos or videos for the inputs; default: the scikit-image astronaut.")
+@options.checkpoint("the one to measure", required=True)
+@options.faces()
 def islands_command(checkpoint: Path, faces: tuple[Path, ...]) -> None:
     """Measure what each FP32 island buys: the float16 frame (PyTorch, end to end, K=1)
     against float64, with all islands, each left out, and none."""
-    from mnt.export.checkpoint import load_checkpoint
-    from mnt.export.islands import ablate
-    from mnt.export.samples import default_faces, faces_from
+    from mnt.export.model.checkpoint import load_checkpoint
+    from mnt.export.onnx.islands import ablate
+    from mnt.export.onnx.samples import default_faces, faces_from
 
     reference = load_checkpoint(checkpoint)
     size = reference.config.image_size
@@ -190,7 +219,7 @@ def islands_command(checkpoint: Path, faces: tuple[Path, ...]) -> None:
 @main.command("kernels")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder to write libmnt_kernels.so, one PTX file per op and kernels.json to.")
-@click.option("--force", is_flag=True, help="Replace OUT if it exists (only once the new build succeeded).")
+@options.force("OUT")
 def kernels_command(out: Path, force: bool) -> None:
     """Compile the CUDA kernels (warp, cross-attention) with nvcc: SASS for sm_87 (Jetson
     Orin), sm_89 and sm_90 plus PTX for newer GPUs, and the per-op PTX TensorRT plugins embed."""

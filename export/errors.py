@@ -1,5 +1,6 @@
-"""The export stage's error type (caught once by the mnt-export CLI)."""
+"""The export stage's error types (caught once by the mnt-export CLI)."""
 
+from mnt.runtime.console import EXIT_ACCURACY
 from mnt.runtime.errors import MntError
 
 
@@ -9,3 +10,10 @@ class ExportError(MntError):
 
 class CheckpointError(ExportError):
     """A checkpoint that is missing, corrupt, or does not match its own config."""
+
+
+class AccuracyError(ExportError):
+    """An accuracy gate failed: outputs drifted from their float64 reference beyond the
+    build's thresholds (its own exit code, so scripts can tell drift from bad input)."""
+
+    exit_code = EXIT_ACCURACY

@@ -21,14 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from mnt.kernels.errors import KernelError
-from mnt.kernels.loader import (
-    KERNELS_DIR,
-    LIBRARY_NAME,
-    MANIFEST_NAME,
-    OPS,
-    op_spec,
-    sources_sha256,
-)
+from mnt.kernels.loader import LIBRARY_NAME, MANIFEST_NAME, sources_sha256
+from mnt.kernels.spec import KERNELS_DIR, OPS, arg_kind, cuda_source, op_spec
 from mnt.runtime.files import sha256_file, staged_folder
 
 SCHEMA_VERSION = 1
@@ -81,7 +75,7 @@ def library_command(nvcc: Path, out: Path) -> list[str]:
 
 
 def ptx_command(nvcc: Path, op: str, out: Path) -> list[str]:
-    source = KERNELS_DIR / op / f"{op}.cu"
+    source = cuda_source(op_spec(op))
     return [str(nvcc), *NVCC_FLAGS, "-ptx", f"-arch=compute_{OP_PTX_ARCH}", "-o", str(out), str(source)]
 
 
@@ -125,18 +119,6 @@ def ptx_entries(ptx: str) -> dict[str, list[str]]:
     for match in re.finditer(r"\.entry\s+(\w+)\s*\(([^)]*)\)", ptx):
         entries[match.group(1)] = re.findall(r"\.param\s+\.(\w+)", match.group(2))
     return entries
-
-
-def arg_kind(arg: dict[str, str]) -> str:
-    """'pointer' or 'int32' for a spec argument ({"name", "type"}): the only kinds a TensorRT
-    AOT plugin passes."""
-    kind = arg["type"].strip()
-    if kind.endswith("*"):
-        return "pointer"
-    if kind == "int32":
-        return "int32"
-    raise KernelError(f"kernel argument {arg['name']} has type {kind!r}; TensorRT's AOT plugins pass only "
-                      "pointers and int32 values")
 
 
 def check_tensorrt_order(spec: dict[str, Any], dtype: str) -> None:

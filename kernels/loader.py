@@ -1,7 +1,8 @@
-"""The one way into the kernels from Python (no torch import): their sources and specs, the
-host reference library (built on demand with the system C++ compiler, cached by the
-sources' hash) and the CUDA library `libmnt_kernels.so` written by `mnt-export kernels`,
-checked against its kernels.json before it is loaded."""
+"""The kernels' binaries from Python (no torch import): their sources, the host reference
+library (built on demand with the system C++ compiler, cached by the sources' hash) and
+the CUDA library `libmnt_kernels.so` written by `mnt-export kernels`, checked against its
+kernels.json before it is loaded. Symbol names and argument lists come from the op specs
+(mnt.kernels.spec)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,25 @@ import os
 import shutil
 import subprocess
 import tempfile
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mnt.kernels.errors import KernelError
-from mnt.kernels.launch import SUFFIX, kernel_suffix
+from mnt.kernels.spec import (
+    KERNELS_DIR,
+    OPS,
+    arg_kind,
+    check_shapes,
+    dtypes,
+    launcher_name,
+    op_spec,
+    validate_spec,
+)
+from mnt.runtime.defaults import cache_dir
 from mnt.runtime.files import sha256_file
 
-KERNELS_DIR = Path(__file__).resolve().parent
-OPS = ("warp", "cross_attention")
 LIBRARY_NAME = "libmnt_kernels.so"
 MANIFEST_NAME = "kernels.json"
 HOST_LIBRARY_NAME = "libmnt_kernels_host.so"
@@ -53,14 +61,6 @@ def sources_sha256() -> str:
     return digest.hexdigest()
 
 
-@cache
-def op_spec(op: str) -> dict[str, Any]:
-    """The op's spec.json: inputs, outputs, dtypes, shape constraints, kernel names and arguments."""
-    if op not in OPS:
-        raise KernelError(f"unknown kernel op {op!r}; known: {', '.join(OPS)}")
-    return json.loads((KERNELS_DIR / op / "spec.json").read_text())
-
-
 # ---------------------------------------------------------------------------------------
 # Host reference library
 
@@ -78,8 +78,7 @@ def find_cxx() -> str:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(os.environ.get("MNT_KERNELS_CACHE") or Path(base) / "mnt" / "kernels")
+    return cache_dir() / "kernels"
 
 
 def build_host_library(cache_dir: Path | None = None) -> Path:
@@ -108,8 +107,11 @@ def build_host_library(cache_dir: Path | None = None) -> Path:
     return library
 
 
-def _i32(count: int) -> list[Any]:
-    return [ctypes.c_int] * count
+def _argtypes(spec: dict[str, Any], dtype: str) -> list[Any]:
+    """ctypes argument types of the op's kernel arguments for `dtype` (the host reference and
+    the launchers take them in the kernel's order)."""
+    kinds = [arg_kind(a) for a in spec["kernels"][dtype]["args"]]
+    return [ctypes.c_void_p if kind == "pointer" else ctypes.c_int for kind in kinds]
 
 
 class HostKernels:
@@ -119,16 +121,17 @@ class HostKernels:
         self.path = path
         self.lib = ctypes.CDLL(str(path))
         ptr = ctypes.c_void_p
-        for suffix in SUFFIX.values():
-            getattr(self.lib, f"mnt_warp_host_{suffix}").argtypes = [ptr, ptr, *_i32(6), ptr]
-            getattr(self.lib, f"mnt_cross_attention_host_{suffix}").argtypes = [ptr] * 3 + _i32(5) + [ptr]
+        for op in OPS:
+            spec = op_spec(op)
+            for dtype in dtypes(spec):
+                getattr(self.lib, spec["host_reference"][dtype]).argtypes = _argtypes(spec, dtype)
         for name in ("mnt_host_f32_to_f16", "mnt_host_f16_to_f32"):
             getattr(self.lib, name).argtypes = [ptr, ptr, ctypes.c_longlong]
             getattr(self.lib, name).restype = None
         for name, count in (("mnt_warp_grid_x", 3), ("mnt_cross_attention_grid_x", 1),
                             ("mnt_cross_attention_key_tile", 3), ("mnt_warp_check_shapes", 6),
                             ("mnt_cross_attention_check_shapes", 5)):
-            getattr(self.lib, name).argtypes = _i32(count)
+            getattr(self.lib, name).argtypes = [ctypes.c_int] * count
 
     @staticmethod
     def _array(x: np.ndarray, dtype: Any, name: str) -> np.ndarray:
@@ -136,42 +139,40 @@ class HostKernels:
             raise KernelError(f"{name} is {x.dtype}, expected {np.dtype(dtype)}")
         return np.ascontiguousarray(x)
 
+    def run(self, op: str, *inputs: np.ndarray) -> np.ndarray:
+        """The op's host reference on `inputs` (in spec order, dtypes and ranks as its spec
+        says) -> its output. KernelError when the shapes break the contract."""
+        spec = op_spec(op)
+        storage = inputs[0].dtype.name if inputs else ""
+        if storage not in dtypes(spec):
+            raise KernelError(f"{spec['op']} {spec['inputs'][0]['name']} must be one of "
+                              f"{', '.join(dtypes(spec))}, got {storage or 'nothing'}")
+        if len(inputs) != len(spec["inputs"]):
+            raise KernelError(f"{spec['op']} takes {len(spec['inputs'])} inputs, got {len(inputs)}")
+        ready = []
+        for x, tensor in zip(inputs, spec["inputs"], strict=True):
+            want = storage if tensor["dtype"] in spec["type_constraints"] else tensor["dtype"]
+            ready.append(self._array(x, np.dtype(want), tensor["name"]))
+        symbols = check_shapes(spec, [x.shape for x in ready])
+        (output,) = spec["outputs"]
+        shape = tuple(symbols[s] if isinstance(s, str) else s for s in output["shape"])
+        out = np.empty(shape, np.dtype(storage))
+        scalars = [symbols[a["name"]] for a in spec["kernels"][storage]["args"] if arg_kind(a) == "int32"]
+        status = getattr(self.lib, spec["host_reference"][storage])(
+            *(x.ctypes.data for x in ready), *scalars, out.ctypes.data)
+        if status != 0:
+            shapes = ", ".join(str(x.shape) for x in ready)
+            raise KernelError(f"{spec['op']}: the kernel rejects shapes {shapes}: "
+                              f"{'; '.join(spec.get('shape_constraints', []))}")
+        return out
+
     def warp(self, features: np.ndarray, flow: np.ndarray) -> np.ndarray:
         """features (N, C, H, W) float32/float16, flow (N, 2, f*H, f*W) float32 -> like features."""
-        if features.dtype not in (np.float32, np.float16):
-            raise KernelError(f"Warp features must be float32 or float16, got {features.dtype}")
-        features = self._array(features, features.dtype, "features")
-        flow = self._array(flow, np.float32, "flow")
-        if features.ndim != 4 or flow.ndim != 4 or flow.shape[:2] != (features.shape[0], 2):
-            raise KernelError(f"Warp needs features (N, C, H, W) and flow (N, 2, h, w), "
-                              f"got {features.shape} and {flow.shape}")
-        out = np.empty_like(features)
-        suffix = "f32" if features.dtype == np.float32 else "f16"
-        status = getattr(self.lib, f"mnt_warp_host_{suffix}")(
-            features.ctypes.data, flow.ctypes.data, *features.shape, *flow.shape[2:], out.ctypes.data)
-        if status != 0:
-            raise KernelError(f"Warp: flow {flow.shape} does not pool to features {features.shape}")
-        return out
+        return self.run("warp", features, flow)
 
     def cross_attention(self, query: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
         """query (B, Lq, D), keys (B, Lk, D), values (B, Lk, Dv), one dtype -> (B, Lq, Dv)."""
-        if query.dtype not in (np.float32, np.float16):
-            raise KernelError(f"CrossAttention inputs must be float32 or float16, got {query.dtype}")
-        query, keys, values = (self._array(x, query.dtype, name)
-                               for x, name in ((query, "query"), (keys, "keys"), (values, "values")))
-        if (query.ndim, keys.ndim, values.ndim) != (3, 3, 3) or keys.shape[:2] != values.shape[:2] \
-                or query.shape[0] != keys.shape[0] or query.shape[2] != keys.shape[2]:
-            raise KernelError(f"CrossAttention needs query (B, Lq, D), keys (B, Lk, D), values (B, Lk, Dv); "
-                              f"got {query.shape}, {keys.shape}, {values.shape}")
-        (b, lq, d), lk, dv = query.shape, keys.shape[1], values.shape[2]
-        out = np.empty((b, lq, dv), dtype=query.dtype)
-        suffix = "f32" if query.dtype == np.float32 else "f16"
-        status = getattr(self.lib, f"mnt_cross_attention_host_{suffix}")(
-            query.ctypes.data, keys.ctypes.data, values.ctypes.data, b, lq, lk, d, dv, out.ctypes.data)
-        if status != 0:
-            raise KernelError(f"CrossAttention: unsupported shapes B={b} Lq={lq} Lk={lk} D={d} Dv={dv} "
-                              f"(D and Dv at most 512)")
-        return out
+        return self.run("cross_attention", query, keys, values)
 
     def f32_to_f16(self, x: np.ndarray) -> np.ndarray:
         x = self._array(x, np.float32, "x")
@@ -219,21 +220,29 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 class DeviceKernels:
     """libmnt_kernels.so: the extern "C" launchers, called with device pointers (ints) and a
     cudaStream_t (an int; 0 is the legacy default stream). Raises KernelError with the CUDA
-    error's name when a launch fails."""
+    error's name when a launch fails. The kernel tests run the kernels through it; the
+    TensorRT plugins do not (they embed each op's PTX, mnt.export.tensorrt.plugins).
+    Launcher names and arguments come from the specs in the library's kernels.json."""
 
     def __init__(self, folder: Path, manifest: dict[str, Any]) -> None:
         self.folder = folder
         self.manifest = manifest
         self.path = folder / LIBRARY_NAME
+        self.specs = {}
+        for op in OPS:
+            if op not in manifest.get("ops", {}):
+                raise KernelError(f"{folder / MANIFEST_NAME} has no op {op!r}",
+                                  hint=f"rebuild with `mnt-export kernels --out {folder} --force`")
+            self.specs[op] = validate_spec(manifest["ops"][op], f"{folder / MANIFEST_NAME} (op {op})")
         try:
             self.lib = ctypes.CDLL(str(self.path))
         except OSError as err:
             raise KernelError(f"cannot load {self.path}: {err}",
                               hint="it needs the NVIDIA driver (libcuda.so.1) at run time") from err
-        ptr = ctypes.c_void_p
-        for suffix in SUFFIX.values():
-            getattr(self.lib, f"mnt_warp_{suffix}").argtypes = [ptr, ptr, *_i32(6), ptr, ptr]
-            getattr(self.lib, f"mnt_cross_attention_{suffix}").argtypes = [ptr] * 3 + _i32(5) + [ptr, ptr]
+        for spec in self.specs.values():
+            for dtype in dtypes(spec):
+                launcher = getattr(self.lib, launcher_name(spec, dtype))
+                launcher.argtypes = [*_argtypes(spec, dtype), ctypes.c_void_p]  # then the stream
         self.lib.mnt_kernels_error_name.argtypes = [ctypes.c_int]
         self.lib.mnt_kernels_error_name.restype = ctypes.c_char_p
 
@@ -245,17 +254,26 @@ class DeviceKernels:
         if status != CUDA_SUCCESS:
             raise KernelError(f"{op} launch failed: {self.error_name(status)} ({status})")
 
+    def launch(self, op: str, dtype: str, pointers: list[int], scalars: list[int], stream: int = 0) -> None:
+        """The op's launcher for `dtype`: the input pointers, the int32 arguments (in the
+        kernel's order), then the output pointer(s), all as the spec lists them."""
+        spec = self.specs[op]
+        if dtype not in dtypes(spec):
+            raise KernelError(f"{spec['op']} has no {dtype} kernel; choose one of {', '.join(dtypes(spec))}")
+        n_in = len(spec["inputs"])
+        fn = getattr(self.lib, launcher_name(spec, dtype))
+        status = fn(*pointers[:n_in], *scalars, *pointers[n_in:], stream)
+        self._check(f"{spec['domain']}::{spec['op']}", status)
+
     def warp(self, dtype: str, features: int, flow: int, out: int, shape: tuple[int, int, int, int],
              flow_hw: tuple[int, int], stream: int = 0) -> None:
         """features (N, C, H, W) of `dtype`, flow (N, 2, h, w) float32, out like features."""
-        fn = getattr(self.lib, f"mnt_warp_{kernel_suffix(dtype)}")
-        self._check("mnt::Warp", fn(features, flow, *shape, *flow_hw, out, stream))
+        self.launch("warp", dtype, [features, flow, out], [*shape, *flow_hw], stream)
 
     def cross_attention(self, dtype: str, query: int, keys: int, values: int, out: int, b: int, lq: int,
                         lk: int, d: int, dv: int, stream: int = 0) -> None:
         """query (B, Lq, D), keys (B, Lk, D), values (B, Lk, Dv), out (B, Lq, Dv), all `dtype`."""
-        fn = getattr(self.lib, f"mnt_cross_attention_{kernel_suffix(dtype)}")
-        self._check("mnt::CrossAttention", fn(query, keys, values, b, lq, lk, d, dv, out, stream))
+        self.launch("cross_attention", dtype, [query, keys, values, out], [b, lq, lk, d, dv], stream)
 
 
 def device_library(folder: Path | str | None = None, check_sources: bool = True) -> DeviceKernels:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,66 +9,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from mnt.runtime.console import guard
+from mnt.runtime import options
+from mnt.runtime.backends import registry
+from mnt.runtime.console import EXIT_CODES_EPILOG, GuardedCommand, json_text
+from mnt.runtime.defaults import cache_dir, default_artifacts, default_checkpoint
 from mnt.runtime.errors import RuntimeStageError
-from mnt.runtime.reenactor import BACKENDS
 
 OUTPUTS = ("face", "side-by-side", "paste-back")
-INSTALL_EXPORT_HINT = "install the export side: pip install torch==2.13.0 && pip install 'mnt[export,cpu]'"
-DEFAULT_MODEL = "small-demo.safetensors"  # trained by mnt-export train; see export/pretrained/README.md
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("MNT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mnt")
-    return Path(root)
-
-
-def default_checkpoint() -> Path:
-    """The built-in trained model, shipped with the export side (found without importing it)."""
-    spec = importlib.util.find_spec("mnt.export")
-    if spec is None:
-        raise RuntimeStageError("the built-in model comes with the export side, which is not installed",
-                                hint=INSTALL_EXPORT_HINT)
-    for location in spec.submodule_search_locations or []:
-        path = Path(location) / "pretrained" / DEFAULT_MODEL
-        if path.is_file():
-            return path
-    raise RuntimeStageError(f"the built-in model pretrained/{DEFAULT_MODEL} is missing from mnt.export",
-                            hint="reinstall mnt, or pass --artifacts DIR")
-
-
-def default_artifacts(say) -> Path:
-    """The built-in default: the shipped demo checkpoint exported to FP32 ONNX in the cache
-    folder on first use. Built by the mnt-export command in a child process, so that the
-    runtime itself never imports the export side (or torch)."""
-    from mnt.runtime.files import sha256_file
-
-    checkpoint = default_checkpoint()
-    folder = cache_dir() / "artifacts" / f"default-{checkpoint.stem}-{sha256_file(checkpoint)[:12]}-fp32"
-    if (folder / "manifest.json").is_file():
-        return folder
-    say(f"no --artifacts given: building the built-in model ({checkpoint.name}) into {folder}; "
-        "this happens once")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([sys.executable, "-m", "mnt.export.cli", "build", "--checkpoint", str(checkpoint),
-                             "--precision", "fp32", "--out", str(folder), "--force"],
-                            stderr=subprocess.PIPE, text=True)
-    if result.returncode != 0:
-        detail = (result.stderr.strip().splitlines() or ["failed"])[-1]
-        raise RuntimeStageError(f"could not build the default artefacts: {detail}",
-                                hint=f"{INSTALL_EXPORT_HINT}, or pass --artifacts DIR")
-    return folder
-
-
-def _reenactor(folder: Path, backend: str, checkpoint: Path | None):
-    from mnt.runtime.manifest import load_manifest
-    from mnt.runtime.reenactor import Reenactor, entry_point_backends
-
-    if backend != "torch":
-        return Reenactor(folder, backend=backend)
-    return Reenactor(folder, backends=entry_point_backends(
-        "torch", folder, load_manifest(folder), checkpoint=checkpoint))
 
 
 def _compose(mode: str, result: np.ndarray, crop, targets) -> np.ndarray:
@@ -84,7 +28,8 @@ def _compose(mode: str, result: np.ndarray, crop, targets) -> np.ndarray:
     return paste_back(targets.photo, result, targets.crops[0])
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(name="mnt-run", cls=GuardedCommand, context_settings={"help_option_names": ["-h", "--help"]},
+               epilog=EXIT_CODES_EPILOG)
 @click.argument("source", required=False)
 @click.option("--targets", "targets_dir", type=click.Path(path_type=Path),
               help="Folder with 1 to 8 photos of the target person.")
@@ -92,18 +37,14 @@ def _compose(mode: str, result: np.ndarray, crop, targets) -> np.ndarray:
               help="Use built-in inputs: the astronaut photo (scikit-image) as the target, and a "
                    "video made from matplotlib's Grace Hopper photo with a synthetic head sway "
                    "and mouth movement as the driver (unless SOURCE or --targets are given).")
-@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path),
-              help="Artefact folder from `mnt-export build`; default: the built-in demo model "
-                   "(the small preset, trained on six talking-head clips), built into the cache "
-                   "folder on first use.")
-@click.option("--backend", type=click.Choice([*BACKENDS, "torch"]), default="auto", show_default=True,
+@options.artifacts()
+@click.option("--backend", type=click.Choice(registry.names()), default="auto", show_default=True,
               help="Inference engine; auto takes TensorRT where the artefacts hold engines built "
                    "for this GPU, else ONNX Runtime CUDA where a GPU and onnxruntime-gpu exist, "
                    "else the CPU; torch runs the PyTorch reference (needs the export side and "
                    "--checkpoint).")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-              help="With --backend torch: the checkpoint the artefacts were built from "
-                   "(default: the built-in model's, when --artifacts is not given).")
+@options.checkpoint("with --backend torch, the one the artefacts were built from (default: the "
+                    "built-in model's, when --artifacts is not given)")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Output video (H.264, the driver's audio copied); default: SOURCE's name "
                    "with .reenacted.mp4 in the current folder (for a camera: only a preview).")
@@ -116,34 +57,54 @@ def _compose(mode: str, result: np.ndarray, crop, targets) -> np.ndarray:
 @click.option("--fan-weights", type=click.Path(path_type=Path),
               help="Folder with the 3D-FAN weight files (the paper's landmark detector, via the "
                    "face-alignment package; also $MNT_FAN_WEIGHTS); default: mediapipe's face mesh.")
-@click.option("--force", is_flag=True, help="Overwrite the output video if it exists.")
-@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of errors.")
+@options.force("the output video")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="Also write the closing summary (frames, per-frame times, backends) as JSON to "
+                   "this file, or to stdout for '-'.")
+@options.verbose()
+@options.version("mnt-run")
 def main(source: str | None, targets_dir: Path | None, demo: bool, artifacts: Path | None,
          backend: str, checkpoint: Path | None, output: Path | None, max_frames: int | None, mode: str,
-         no_landmark_transformer: bool, fan_weights: Path | None, force: bool, verbose: bool) -> None:
+         no_landmark_transformer: bool, fan_weights: Path | None, force: bool,
+         json_out: Path | None) -> None:
     """Reenact SOURCE (a video file, or a camera index such as 0) with the face in TARGETS.
 
     Example: mnt-run driver.mp4 --targets photos/ -o out.mp4. Try it with no files at
     all: mnt-run --demo -o demo.mp4.
     """
-    with guard("mnt-run", verbose):
-        if demo and (source is None or targets_dir is None):
-            from mnt.runtime.demo import demo_inputs
+    if demo and (source is None or targets_dir is None):
+        from mnt.runtime.demo import demo_inputs
 
-            video, photos = demo_inputs(cache_dir() / "demo")
-            source, targets_dir = source or str(video), targets_dir or photos
-        if source is None or targets_dir is None:
-            raise RuntimeStageError("give a driver video (or camera index) and --targets DIR",
-                                    hint="or try `mnt-run --demo -o demo.mp4`")
-        run(source, targets_dir, artifacts, backend, output, max_frames, mode,
-            not no_landmark_transformer, force, fan_weights, checkpoint)
+        video, photos = demo_inputs(cache_dir() / "demo")
+        source, targets_dir = source or str(video), targets_dir or photos
+    if source is None or targets_dir is None:
+        raise RuntimeStageError("give a driver video (or camera index) and --targets DIR",
+                                hint="or try `mnt-run --demo -o demo.mp4`")
+    if json_out is not None and str(json_out) != "-" and not json_out.parent.is_dir():
+        raise RuntimeStageError(f"cannot write {json_out}: folder {json_out.parent} does not exist")
+    summary = run(source, targets_dir, artifacts, backend, output, max_frames, mode,
+                  not no_landmark_transformer, force, fan_weights, checkpoint)
+    if json_out is not None:
+        _write_json(json_out, summary)
+
+
+def _write_json(path: Path, summary: dict) -> None:
+    if str(path) == "-":
+        click.echo(json_text(summary), nl=False)
+        return
+    from mnt.runtime.files import atomic_path
+
+    with atomic_path(path) as temporary:
+        temporary.write_text(json_text(summary))
+    click.echo(f"wrote {path}", err=True)
 
 
 def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, output: Path | None,
         max_frames: int | None, mode: str, transform: bool, force: bool,
-        fan_weights: Path | None = None, checkpoint: Path | None = None) -> None:
-    from mnt.runtime.faces import landmark_backend
-    from mnt.runtime.fan import check_weights, weights_folder
+        fan_weights: Path | None = None, checkpoint: Path | None = None) -> dict:
+    """Reenact, write the video, print the closing summary; -> that summary's data."""
+    from mnt.runtime.landmarkers import landmark_backend
+    from mnt.runtime.landmarkers.fan import check_weights, weights_folder
     from mnt.runtime.pipeline import DriverStream, load_targets
     from mnt.runtime.video import VideoWriter, read_frames, video_info
 
@@ -165,7 +126,11 @@ def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, ou
     if artifacts is None and checkpoint is None:
         checkpoint = default_checkpoint()
     started = time.perf_counter()
-    with _reenactor(folder, backend, checkpoint) as model:
+    from mnt.runtime.reenactor import Reenactor
+
+    extra = {"checkpoint": checkpoint} if backend == "torch" else {}
+    with Reenactor(folder, backend=backend, **extra) as model:
+        used = _backends_used(model)
         with landmark_backend(True, fan_weights) as photos:
             targets = load_targets(targets_dir, model, photos, cache_dir() / "targets", say)
         encoding = ("taken from the cache" if targets.cache_hit
@@ -215,7 +180,10 @@ def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, ou
                                     f"{output} was not written")
         if writer is not None:
             writer.close()
-    _summary(stream, targets, output, say)
+    summary = _summary(stream, targets, output, used)
+    for line in _summary_lines(summary):
+        say(line)
+    return summary
 
 
 def _fps(stream) -> str:
@@ -248,16 +216,41 @@ def _preview(picture: np.ndarray) -> bool:
     return (cv2.waitKey(1) & 0xFF) in (ord("q"), 27)
 
 
-def _summary(stream, targets, output, say) -> None:
+def _backends_used(model) -> dict[str, str]:
+    """Component -> the backend that really runs it (ONNX Runtime: by the provider it got,
+    which may be the CPU fallback of `auto`)."""
+    used = {}
+    for name, backend in model.backends.items():
+        kind = type(backend).__name__.removesuffix("Backend").lower()
+        providers = list(getattr(backend, "providers", None) or [])  # (a property of ONNX Runtime's)
+        if kind == "onnxruntime" and providers:
+            kind += "-cuda" if providers[0] == "CUDAExecutionProvider" else "-cpu"
+        used[name] = kind
+    return used
+
+
+def _summary(stream, targets, output: Path | None, backends: dict[str, str]) -> dict:
     t = stream.timings
-    ms = t.per_frame_ms()
-    say(f"{t.frames} frames; per frame: landmarks {ms['landmarks']:.1f} ms, generator "
-        f"{ms['generator']:.1f} ms, I/O {ms['io']:.1f} ms; target cache "
-        f"{'hit' if targets.cache_hit else 'miss'}"
-        + (f"; {t.frames_without_face} frames without a face (leading ones skipped, later ones "
-           "held the last landmarks)" if t.frames_without_face else ""))
-    if output is not None:
-        say(f"wrote {output}")
+    return {"frames": t.frames, "per_frame_ms": {k: round(v, 3) for k, v in t.per_frame_ms().items()},
+            "frames_without_face": t.frames_without_face, "targets": len(targets.files),
+            "target_cache_hit": bool(targets.cache_hit),
+            "output": None if output is None else str(output), "backends": backends}
+
+
+def _summary_lines(summary: dict) -> list[str]:
+    ms, without = summary["per_frame_ms"], summary["frames_without_face"]
+    lines = [f"{summary['frames']} frames; per frame: landmarks {ms['landmarks']:.1f} ms, generator "
+             f"{ms['generator']:.1f} ms, I/O {ms['io']:.1f} ms; target cache "
+             f"{'hit' if summary['target_cache_hit'] else 'miss'}"
+             + (f"; {without} frames without a face (leading ones skipped, later ones held the last "
+                "landmarks)" if without else "")]
+    kinds = sorted(set(summary["backends"].values()))
+    if kinds:
+        lines.append("backend: " + (kinds[0] if len(kinds) == 1 else ", ".join(
+            f"{name} {kind}" for name, kind in summary["backends"].items())))
+    if summary["output"] is not None:
+        lines.append(f"wrote {summary['output']}")
+    return lines
 
 
 if __name__ == "__main__":

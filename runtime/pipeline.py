@@ -8,16 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from mnt.runtime.align import Crop, CropTracker, align, template
 from mnt.runtime.errors import RuntimeStageError
-from mnt.runtime.faces import LandmarkBackend, OneEuroFilter
+from mnt.runtime.images import IMAGE_SUFFIXES, read_image
+from mnt.runtime.landmarkers.base import LandmarkBackend
 from mnt.runtime.reenactor import Reenactor, TargetState
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-MAX_TARGETS = 8
+from mnt.runtime.smoothing import OneEuroFilter
 
 
 @dataclass
@@ -29,12 +27,7 @@ class Targets:
     cache_hit: bool
 
 
-def read_image(path: Path) -> np.ndarray | None:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def load_targets(folder: Path, model: Reenactor, faces: LandmarkBackend, cache: Path | None,
+def load_targets(folder: Path, model: Reenactor, landmarker: LandmarkBackend, cache: Path | None,
                  say: Callable[[str], None]) -> Targets:
     if not folder.is_dir():
         raise RuntimeStageError(f"targets folder {folder} does not exist")
@@ -51,14 +44,15 @@ def load_targets(folder: Path, model: Reenactor, faces: LandmarkBackend, cache: 
             photos.append((path, image))
     if not photos:
         raise RuntimeStageError(f"no readable photos in {folder}")
-    if len(photos) > MAX_TARGETS:
-        say(f"warning: {len(photos)} photos in {folder}; using the first {MAX_TARGETS}: "
-            + ", ".join(p.name for p, _ in photos[:MAX_TARGETS]))
-        photos = photos[:MAX_TARGETS]
+    most = model.target_range[1]
+    if len(photos) > most:
+        say(f"warning: {len(photos)} photos in {folder}; using the first {most}: "
+            + ", ".join(p.name for p, _ in photos[:most]))
+        photos = photos[:most]
     reference = template(model.stats, model.size)
     crops = []
     for path, image in photos:
-        face = faces.detect(image)
+        face = landmarker.detect(image)
         if face is None:
             raise RuntimeStageError(f"{path}: no human face found",
                                     hint="use a photo showing one person's face, roughly frontal")
@@ -90,7 +84,7 @@ class DriverStream:
 
     model: Reenactor
     targets: Targets
-    faces: LandmarkBackend
+    landmarker: LandmarkBackend
     rate: float
     transform: bool = True
     smoother: OneEuroFilter = field(default_factory=OneEuroFilter)
@@ -108,7 +102,7 @@ class DriverStream:
         # The face mesh tracks between frames by itself; the (slower) human-face check runs
         # only when a face is acquired: the first frame, or after the face was lost.
         acquiring = self._last is None or self._lost
-        face = self.faces.detect(frame, human_check=acquiring)
+        face = self.landmarker.detect(frame, human_check=acquiring)
         if face is None:
             self.timings.frames_without_face += 1
             if self._last is None:

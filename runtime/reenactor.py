@@ -17,22 +17,18 @@ from typing import BinaryIO
 import numpy as np
 
 from mnt.runtime.backends.base import Backend
-from mnt.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from mnt.runtime.backends.registry import make_backends
 from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.files import atomic_path
-from mnt.runtime.gpu import probe_gpu
 from mnt.runtime.landmarks import LandmarkStats, LandmarkTransformer
 from mnt.runtime.manifest import (
     MANIFEST_NAME,
     REBUILD_HINT,
     STATS_NAME,
-    Manifest,
     check_hashes,
     load_manifest,
 )
 from mnt.runtime.rasterize import rasterize, to_model_input
-
-BACKENDS = ("auto", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -70,58 +66,16 @@ def load_stats(folder: Path) -> LandmarkStats:
                                 hint=REBUILD_HINT) from err
 
 
-def _tensorrt_engines_usable(folder: Path, manifest: Manifest) -> bool:
-    """auto: TensorRT when every component has an engine built for this GPU and TensorRT."""
-    if not any(c.engine for c in manifest.components.values()):
-        return False  # no engines: don't even probe
-    from mnt.runtime.backends.tensorrt import engines_usable
-
-    return engines_usable(manifest.components, folder)
-
-
-def entry_point_backends(name: str, folder: Path, manifest: Manifest, **options: object
-                         ) -> dict[str, Backend]:
-    """Backends that live outside the runtime (e.g. "torch", the PyTorch reference on the
-    export side), found through the `mnt.backends` entry points so that the runtime never
-    imports them."""
-    from importlib.metadata import entry_points
-
-    found = list(entry_points(group="mnt.backends", name=name))
-    if not found:
-        raise RuntimeStageError(f"no backend named {name!r} is installed",
-                                hint="the torch backend comes with the export side: pip install "
-                                     "torch==2.13.0 && pip install 'mnt[export]'")
-    try:
-        factory = found[0].load()
-    except ImportError as err:
-        raise RuntimeStageError(f"the {name} backend cannot be loaded: {err}") from err
-    return factory(folder, manifest, **options)
-
-
-def make_backends(folder: Path, manifest: Manifest, backend: str,
-                  allow_fallback: bool = False) -> dict[str, Backend]:
-    if backend not in BACKENDS:
-        raise RuntimeStageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend == "tensorrt" or (backend == "auto" and _tensorrt_engines_usable(folder, manifest)):
-        from mnt.runtime.backends.tensorrt import TensorRTBackend  # imports tensorrt on activate only
-
-        return {name: TensorRTBackend(info, folder) for name, info in manifest.components.items()}
-    device = "cpu"
-    if backend == "onnxruntime-cuda" or (backend == "auto" and probe_gpu().available):
-        device = "cuda"
-    allow_fallback = allow_fallback or backend == "auto"  # auto means "the best that works"
-    return {name: OnnxRuntimeBackend(info, folder, device, allow_fallback)
-            for name, info in manifest.components.items()}
-
-
 class Reenactor:
     """One loaded artefact folder. Thread-compatible: streams share it, each with its own
     TargetState; calls into one Reenactor must not overlap (the backends reuse buffers)."""
 
     def __init__(self, folder: str | Path, backend: str = "auto", allow_fallback: bool = False,
-                 check_files: bool = True, backends: dict[str, Backend] | None = None) -> None:
-        """`backends`: ready-made (not yet active) backends, one per component, instead of
-        making them by name (mnt-bench passes its PyTorch baseline this way)."""
+                 check_files: bool = True, backends: dict[str, Backend] | None = None,
+                 **options: object) -> None:
+        """`backend`: a name from the backend registry (`options` go to its factory, e.g.
+        the torch backend's `checkpoint`); `backends`: ready-made (not yet active) backends,
+        one per component, instead (mnt-bench wraps its engines this way)."""
         self.folder = Path(folder)
         self.manifest = load_manifest(self.folder)
         if check_files:
@@ -131,12 +85,19 @@ class Reenactor:
                                         hint=REBUILD_HINT)
         self.size = int(self.manifest.model["image_size"])
         self.stats = load_stats(self.folder)
-        self.backends = backends or make_backends(self.folder, self.manifest, backend, allow_fallback)
+        self.backends = backends or make_backends(self.folder, self.manifest, backend, allow_fallback,
+                                                  **options)
         for b in self.backends.values():
             b.activate()
         self.transformer = LandmarkTransformer(self.stats, self._coefficients)
         self.artefact_key = hashlib.sha256(
             (self.folder / MANIFEST_NAME).read_bytes()).hexdigest()
+
+    @property
+    def target_range(self) -> tuple[int, int]:
+        """How many target photos (K) the artefacts accept: (fewest, most)."""
+        lo, hi = self.manifest.components["target_encoder"].dims["K"]
+        return int(lo), int(hi)
 
     def close(self) -> None:
         for b in self.backends.values():
@@ -164,7 +125,7 @@ class Reenactor:
                        cache: Path | None = None) -> tuple[TargetState, bool]:
         """K = 1..8 face crops (uint8 RGB, size x size) with their landmarks (68, 3) in crop
         pixels -> (state, whether it came from the cache folder)."""
-        lo, hi = self.manifest.components["target_encoder"].dims["K"]
+        lo, hi = self.target_range
         if not lo <= len(faces) <= hi or len(faces) != len(landmarks):
             raise RuntimeStageError(f"need {lo} to {hi} target faces with landmarks, got "
                                     f"{len(faces)} faces and {len(landmarks)} landmark sets")

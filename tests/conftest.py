@@ -10,8 +10,8 @@ from tests.helpers import SHARED_DATA
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
-    from mnt.export.checkpoint import init_reference, save_checkpoint
-    from mnt.export.model import PRESETS
+    from mnt.export.model.checkpoint import init_reference, save_checkpoint
+    from mnt.export.model.config import PRESETS
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     save_checkpoint(init_reference(PRESETS["tiny"], seed=0), path)
@@ -22,7 +22,7 @@ def tiny_checkpoint(tmp_path_factory):
 def parity_faces():
     """Frames of the shared driver videos when they are beside the checkout, else the
     astronaut photo shipped with scikit-image."""
-    from mnt.export.samples import default_faces, faces_from
+    from mnt.export.onnx.samples import default_faces, faces_from
 
     driving = SHARED_DATA / "driving"
     return faces_from([driving], 256) if driving.exists() else default_faces(256)
@@ -31,7 +31,7 @@ def parity_faces():
 @pytest.fixture(scope="session")
 def tiny_artefacts(tiny_checkpoint, parity_faces, tmp_path_factory):
     """precision -> an artefact folder of the tiny checkpoint, built on first request."""
-    from mnt.export.build import build
+    from mnt.export.onnx.build import build
 
     built = {}
 

@@ -3,6 +3,7 @@ is beside the checkout) and landmark sets placed in the model's crop."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +11,22 @@ import cv2
 import numpy as np
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def run_blocking(code: str, blocked: tuple[str, ...] = ("torch",), timeout: float = 300
+                 ) -> subprocess.CompletedProcess:
+    """Run Python `code` in a fresh interpreter in which importing any of `blocked` (or their
+    submodules) raises ImportError, as on a machine without them."""
+    prelude = (
+        "import sys\n"
+        "class Blocked:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {tuple(blocked)!r}:\n"
+        "            raise ImportError(name + ' is blocked')\n"
+        "sys.meta_path.insert(0, Blocked())\n"
+    )
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def console_script(name: str) -> str:
@@ -21,7 +38,7 @@ def real_faces(size: int = 256) -> list[np.ndarray]:
     """uint8 RGB portraits: the astronaut (scikit-image), then ../shared/data/targets."""
     from skimage import data
 
-    from mnt.export.samples import square_crop
+    from mnt.export.onnx.samples import square_crop
 
     faces = [square_crop(data.astronaut()[:320, 80:400], size)]
     if SHARED_DATA.exists():
@@ -34,7 +51,7 @@ def placed_landmarks(size: int = 256, alpha: np.ndarray | None = None, seed: int
                      yaw: float = 0.0) -> np.ndarray:
     """The prior's mean face (plus an expression) posed in a size x size crop."""
     from mnt.export.model.landmark_prior import random_stats
-    from mnt.export.samples import posed_landmarks
+    from mnt.export.onnx.samples import posed_landmarks
 
     return posed_landmarks(random_stats(np.random.default_rng(seed)), size, alpha, yaw)
 

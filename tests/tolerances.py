@@ -17,10 +17,10 @@ FOLDED_MAX_ABS = 1e-5
 # together, rounding to uint8 moves a channel ratio by at most ~2/255 at half coverage.
 HUE_RATIO = 0.05
 
-# The paper-size generator "should land near 200 GFLOP per 256x256 frame" (issue 2).
+# The paper-size generator "should land near 200 GFLOP per 256x256 frame".
 PAPER_GENERATOR_GFLOP = (150.0, 250.0)
 
-# The frame phase barely depends on K (DESIGN.md §3): only attention over K*h*w keys grows.
+# The frame phase barely depends on K : only attention over K*h*w keys grows.
 GENERATOR_K8_OVER_K1_MAX = 1.05
 
 # Spectral norm divides by a power-iteration estimate of sigma (15 iterations at init),
@@ -65,7 +65,7 @@ MNT_OPS_FP16_MAX_REL = 2.0**-10
 # keeps it differs by FP16 noise, which the FP16 graphs' own 60 dB against float64 measures.
 PLUGIN_VS_STANDARD_MIN_PSNR_DB = {"fp32": 140.0, "fp16": 60.0}
 # TensorRT engines against ONNX Runtime (CPU) on the goldens, PSNR over each output's range
-# (tests/export/test_tensorrt.py, GPU only; not yet measured). FP32 (TF32 is switched off by
+# (tests/export/tensorrt/test_builder.py, GPU only; not yet measured). FP32 (TF32 is switched off by
 # the builder): only summation order differs, the ONNX gate's 60 dB; FP16: the typed graph
 # is the same on both sides, but TensorRT's FP16 kernels round differently from ONNX
 # Runtime's CPU FP16 (which computes most ops in FP32): the FP16 parity gate's 40 dB.

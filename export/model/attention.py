@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from mnt.export.model.blocks import InstanceNorm, conv, island_dtype, linear, plugin_ops_active
+from mnt.kernels.spec import torch_name
 
 
 def positional_encoding(height: int, width: int, channels: int, like: torch.Tensor) -> torch.Tensor:
@@ -42,7 +43,7 @@ def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, dt: t
     return (weights @ values.to(weighted_in)).to(values.dtype)
 
 
-@torch.library.custom_op("mnt::cross_attention", mutates_args=())
+@torch.library.custom_op(torch_name("cross_attention"), mutates_args=())
 def cross_attention_op(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """mnt::CrossAttention: logits, softmax and weighted sum in FP32 (float64 stays), storage T."""
     dt = torch.promote_types(query.dtype, torch.float32)

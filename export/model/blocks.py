@@ -12,6 +12,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
+from mnt.kernels.spec import torch_name
+
 # FP32 islands: where the model runs in float16, these computations run in float32
 # (float64 stays float64). Measured with `mnt-export islands` (tiny, float16 frame against
 # float64: 56.6 dB with all islands, 43.9 dB with none; README):
@@ -41,8 +43,9 @@ def fp32_islands(*names: str) -> Iterator[None]:
 
 
 # Plugin ops: while `plugin_ops()` is active, warp() and the attention core run as the custom
-# ops mnt::warp / mnt::cross_attention, which export/plugin_ops.py translates to single
-# `mnt::Warp` / `mnt::CrossAttention` ONNX nodes (the op contract is stated there). Same maths.
+# ops mnt::warp / mnt::cross_attention, which export/onnx/custom_ops.py translates to single
+# `mnt::Warp` / `mnt::CrossAttention` ONNX nodes (the op contract: kernels/<op>/spec.json,
+# which also names the torch ops). Same maths.
 _plugin_ops = False
 
 
@@ -183,7 +186,7 @@ def _sample(features: torch.Tensor, flow: torch.Tensor, dt: torch.dtype) -> torc
     return sampled.to(features.dtype)
 
 
-@torch.library.custom_op("mnt::warp", mutates_args=())
+@torch.library.custom_op(torch_name("warp"), mutates_args=())
 def warp_op(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """mnt::Warp: FP32 coordinates and sampling (float64 stays float64), storage in T."""
     return _sample(features, flow, torch.promote_types(features.dtype, torch.float32))

@@ -1,4 +1,4 @@
-"""The generator G(r_x; {y_i}, {r_y_i}) cut for deployment (DESIGN.md §3).
+"""The generator G(r_x; {y_i}, {r_y_i}) cut for deployment.
 
 `encode_targets` is the target phase: everything that does not depend on the driver
 (z_y's attention keys and values for every blender block, Ŝ averaged over K).
@@ -23,7 +23,7 @@ from mnt.export.model.decoder import Decoder
 from mnt.export.model.encoders import DriverEncoder, TargetEncoder
 
 
-class TargetState(NamedTuple):
+class EncodedTargets(NamedTuple):
     """What the frame phase needs from K targets; its size does not grow with K except
     for the keys and values (B, K*h*w, c)."""
 
@@ -42,18 +42,18 @@ class MarioNETte(nn.Module):
         self.blender = Blender(c(DRIVER_DOWN_BLOCKS), c(TARGET_DOWN_BLOCKS), ATTENTION_BLOCKS)
         self.decoder = Decoder(config)
 
-    def encode_targets(self, images: torch.Tensor, landmarks: torch.Tensor) -> TargetState:
-        """Targets y and r_y, each (B, K, 3, H, W) -> TargetState."""
+    def encode_targets(self, images: torch.Tensor, landmarks: torch.Tensor) -> EncodedTargets:
+        """Targets y and r_y, each (B, K, 3, H, W) -> EncodedTargets."""
         b, k = images.shape[:2]
         zy, warped, _ = self.target_encoder(images.flatten(0, 1), landmarks.flatten(0, 1))
         keys_values = self.blender.keys_values(zy.unflatten(0, (b, k)))
-        return TargetState(
+        return EncodedTargets(
             keys=tuple(kv[0] for kv in keys_values),
             values=tuple(kv[1] for kv in keys_values),
             warped=tuple(s.unflatten(0, (b, k)).mean(dim=1) for s in warped),
         )
 
-    def generate(self, landmarks: torch.Tensor, state: TargetState) -> torch.Tensor:
+    def generate(self, landmarks: torch.Tensor, state: EncodedTargets) -> torch.Tensor:
         """Driver landmark image r_x (B, 3, H, W) -> reenacted image (B, 3, H, W) in [-1, 1]."""
         zx = self.driver_encoder(landmarks)
         zxy = self.blender(zx, list(zip(state.keys, state.values, strict=True)))

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from mnt.export.errors import ExportError
-from mnt.export.model import PRESETS
+from mnt.export.model.config import PRESETS
+from mnt.runtime import options
 
 
 def _say(line: str) -> None:
@@ -88,7 +89,7 @@ def train(videos: Path, out: Path, data_cache: Path | None, preset: str, steps: 
 
 
 @click.command("evaluate")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@options.checkpoint("the one to evaluate", required=True)
 @click.option("--videos", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="The clips the checkpoint was trained on; their held-back ends are evaluated.")
 @click.option("--data-cache", type=click.Path(file_okay=False, path_type=Path), required=True,
@@ -106,7 +107,7 @@ def evaluate(checkpoint: Path, videos: Path, data_cache: Path, holdout: float, k
     face-masked variants), beside the trivial baseline of returning the target unchanged."""
     import json
 
-    from mnt.export.checkpoint import load_checkpoint
+    from mnt.export.model.checkpoint import load_checkpoint
     from mnt.export.train.dataset import find_videos, prepare
     from mnt.export.train.evaluate import evaluate as run_evaluation
     from mnt.export.train.evaluate import markdown

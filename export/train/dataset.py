@@ -1,5 +1,5 @@
 """Training data from talking-head videos, made by the runtime's own code: mediapipe
-landmarks (`mnt.runtime.faces`), target crops fitted per frame and driver crops that
+landmarks (`mnt.runtime.landmarkers.mediapipe_mesh`), target crops fitted per frame and driver crops that
 follow the head as `mnt-run` makes them (`mnt.runtime.align`), the supplement's
 rasterised landmarks. Each clip gives one identity; the last `holdout` of every clip is
 held back for evaluation.
@@ -87,7 +87,7 @@ def find_videos(folder: Path) -> list[Path]:
 def _landmarks(video: Path, key: str, cache: Path, say: Callable[[str], None]
                ) -> tuple[np.ndarray, np.ndarray]:
     """(T, 68, 3) landmarks in frame pixels and (T,) whether a face was found, cached."""
-    from mnt.runtime.faces import MediaPipeLandmarks
+    from mnt.runtime.landmarkers.mediapipe_mesh import MediaPipeLandmarks
 
     cached = cache / f"{key}.npz"
     if cached.is_file():

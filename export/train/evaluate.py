@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
-from mnt.export.checkpoint import Reference
+from mnt.export.model.checkpoint import Reference
 from mnt.export.train.dataset import Dataset, face_mask, make_batch
 
 METHODS = ("model", "target unchanged (its crop)", "target frame in the driver's crop")

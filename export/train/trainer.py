@@ -14,9 +14,11 @@ import cv2
 import numpy as np
 import torch
 
-from mnt.export.checkpoint import Reference, save_checkpoint
 from mnt.export.errors import ExportError
-from mnt.export.model import PRESETS, LandmarkDisentangler, MarioNETte
+from mnt.export.model.checkpoint import Reference, save_checkpoint
+from mnt.export.model.config import PRESETS
+from mnt.export.model.disentangler import LandmarkDisentangler
+from mnt.export.model.marionette import MarioNETte
 from mnt.export.train import losses
 from mnt.export.train.dataset import Batch, Dataset, make_batch, sample_training
 from mnt.export.train.discriminator import Discriminator

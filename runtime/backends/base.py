@@ -17,21 +17,41 @@ def resolve_shape(shape: tuple[int | str, ...], dims: Mapping[str, int]) -> tupl
 
 class Backend(abc.ABC):
     """One component on one engine. `activate` loads it (slow, once), `infer` runs it,
-    `deactivate` frees it. IO names, dtypes and shapes come from the manifest."""
+    `deactivate` frees it. IO names, dtypes and shapes come from the manifest.
+
+    Subclasses implement the `*_impl` methods; the checks every backend needs (activation,
+    input names, shapes, dtypes and dynamic axes) are done here, once."""
 
     def __init__(self, component: ComponentInfo) -> None:
         self.component = component
+        self.is_active = False
 
-    @abc.abstractmethod
-    def activate(self) -> None: ...
+    def activate(self) -> None:
+        self.activate_impl()
+        self.is_active = True
 
-    @abc.abstractmethod
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run once. The returned arrays may be buffers reused by the next call: copy
         what must outlive it."""
+        if not self.is_active:
+            raise RuntimeStageError(f"{self.component.name}: backend used before activate()")
+        ready, dims = self.prepare_feeds(feeds)
+        return self.infer_impl(ready, dims)
+
+    def deactivate(self) -> None:
+        if self.is_active:
+            self.is_active = False
+            self.deactivate_impl()
 
     @abc.abstractmethod
-    def deactivate(self) -> None: ...
+    def activate_impl(self) -> None: ...
+
+    @abc.abstractmethod
+    def infer_impl(self, feeds: dict[str, np.ndarray], dims: dict[str, int]) -> dict[str, np.ndarray]:
+        """`feeds`: checked and cast to the manifest's dtypes; `dims`: the dynamic axes' values."""
+
+    @abc.abstractmethod
+    def deactivate_impl(self) -> None: ...
 
     def __enter__(self) -> Backend:
         self.activate()

@@ -1,5 +1,7 @@
 """CPU reference implementations of the custom ops `mnt::Warp` and `mnt::CrossAttention`
-(the op contract: ONNX domain "mnt", version 1, no attributes) for ONNX Runtime.
+for ONNX Runtime. The op contract (domain, op type, inputs and outputs; no attributes) is
+each op's kernels/<op>/spec.json, read through mnt.kernels.spec; the function bodies (the
+decomposition into standard operators) are written here.
 
 The plugin-variant graph on disk keeps bare `mnt::` nodes, which TensorRT maps to our
 plugins. Before ONNX Runtime loads such a graph, `with_reference_ops` appends ONNX
@@ -19,14 +21,13 @@ tests/runtime/test_mnt_ops.py parses these bytes with `onnx` and checks them.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from functools import cache
+from typing import Any
 
-DOMAIN = "mnt"
-VERSION = 1
+from mnt.kernels.spec import names, onnx_name, op_spec
+
 OPSET = 18  # the opset the function bodies are written against (GridSample-16 "bilinear")
-WARP = "Warp"
-CROSS_ATTENTION = "CrossAttention"
-OPS = (f"{DOMAIN}::{WARP}", f"{DOMAIN}::{CROSS_ATTENTION}")
 
 _FLOAT, _INT64 = 1, 7  # TensorProto.DataType
 _ATTR_FLOAT, _ATTR_INT, _ATTR_STRING, _ATTR_INTS = 1, 2, 3, 7  # AttributeProto.AttributeType
@@ -80,12 +81,13 @@ def _node(op_type: str, inputs: Iterable[str], outputs: Iterable[str],
             + _str(4, op_type) + b"".join(_bytes(5, _attribute(k, v)) for k, v in attributes.items()))
 
 
-def _function(name: str, inputs: list[str], outputs: list[str], nodes: list[bytes]) -> bytes:
-    """FunctionProto: name=1, input=4, output=5, node=7, opset_import=9, domain=10."""
+def _function(spec: Mapping[str, Any], nodes: list[bytes]) -> bytes:
+    """FunctionProto of the op `spec` describes: name=1, input=4, output=5, node=7,
+    opset_import=9, domain=10."""
     opset = _str(1, "") + _int(2, OPSET)  # OperatorSetIdProto: domain=1, version=2
-    return (_str(1, name) + b"".join(_str(4, i) for i in inputs)
-            + b"".join(_str(5, o) for o in outputs) + b"".join(_bytes(7, n) for n in nodes)
-            + _bytes(9, opset) + _str(10, DOMAIN))
+    return (_str(1, spec["op"]) + b"".join(_str(4, i) for i in names(spec["inputs"]))
+            + b"".join(_str(5, o) for o in names(spec["outputs"])) + b"".join(_bytes(7, n) for n in nodes)
+            + _bytes(9, opset) + _str(10, spec["domain"]))
 
 
 # --- the two functions -------------------------------------------------------------------
@@ -100,20 +102,23 @@ def warp_function() -> bytes:
     f x f blocks (reshape to (N,2,H,f,W,f) and mean, so f is read from the shapes), added to
     the pixel-centre identity grid ((2i+1)/size - 1, as export/model/blocks.py), then
     GridSample bilinear / zeros / align_corners=0 on FP32 features, cast back to T."""
+    spec = op_spec("warp")
+    features, flow = names(spec["inputs"])
+    (output,) = names(spec["outputs"])
     n = _node
     nodes = [
         _const("i0", 0), _const("i1", 1), _const("i2", 2), _const("i3", 3),
         _const("two", 2.0), _const("one", 1.0), _const("pool_axes", [3, 5]), _const("last", [-1]),
         _const("rows_axis", [1]),
         # f x f average pooling of the flow
-        n("Shape", ["features"], ["feat_shape"]),
-        n("Shape", ["features"], ["h1"], start=2, end=3),
-        n("Shape", ["features"], ["w1"], start=3, end=4),
-        n("Shape", ["flow"], ["fh1"], start=2, end=3),
-        n("Shape", ["flow"], ["n2"], start=0, end=2),
+        n("Shape", [features], ["feat_shape"]),
+        n("Shape", [features], ["h1"], start=2, end=3),
+        n("Shape", [features], ["w1"], start=3, end=4),
+        n("Shape", [flow], ["fh1"], start=2, end=3),
+        n("Shape", [flow], ["n2"], start=0, end=2),
         n("Div", ["fh1", "h1"], ["factor"]),
         n("Concat", ["n2", "h1", "factor", "w1", "factor"], ["blocks"], axis=0),
-        n("Reshape", ["flow", "blocks"], ["flow_blocks"]),
+        n("Reshape", [flow, "blocks"], ["flow_blocks"]),
         n("ReduceMean", ["flow_blocks", "pool_axes"], ["pooled"], keepdims=0),
         # identity grid: x over width (channel 0), y over height (channel 1)
         n("Gather", ["feat_shape", "i2"], ["height"], axis=0),
@@ -137,42 +142,59 @@ def warp_function() -> bytes:
         n("Unsqueeze", ["grid_y", "last"], ["grid_y1"]),
         n("Concat", ["grid_x1", "grid_y1"], ["grid"], axis=-1),
         # bilinear sampling in FP32, stored as T
-        n("Cast", ["features"], ["features_f"], to=_FLOAT),
+        n("Cast", [features], ["features_f"], to=_FLOAT),
         n("GridSample", ["features_f", "grid"], ["sampled"], mode="bilinear", padding_mode="zeros",
           align_corners=0),
-        n("CastLike", ["sampled", "features"], ["output"]),
+        n("CastLike", ["sampled", features], [output]),
     ]
-    return _function(WARP, ["features", "flow"], ["output"], nodes)
+    return _function(spec, nodes)
 
 
 def cross_attention_function() -> bytes:
     """CrossAttention(query T[B,Lq,D], keys T[B,Lk,D], values T[B,Lk,Dv]) -> T[B,Lq,Dv]
     = softmax(Q Kᵀ / √D) V with logits, softmax and the weighted sum in FP32."""
+    spec = op_spec("cross_attention")
+    query, keys, values = names(spec["inputs"])
+    (output,) = names(spec["outputs"])
     n = _node
     nodes = [
-        n("Cast", ["query"], ["q"], to=_FLOAT),
-        n("Cast", ["keys"], ["k"], to=_FLOAT),
-        n("Cast", ["values"], ["v"], to=_FLOAT),
+        n("Cast", [query], ["q"], to=_FLOAT),
+        n("Cast", [keys], ["k"], to=_FLOAT),
+        n("Cast", [values], ["v"], to=_FLOAT),
         n("Transpose", ["k"], ["k_t"], perm=[0, 2, 1]),
         n("MatMul", ["q", "k_t"], ["products"]),
-        n("Shape", ["query"], ["depth"], start=-1),
+        n("Shape", [query], ["depth"], start=-1),
         n("Cast", ["depth"], ["depth_f"], to=_FLOAT),
         n("Sqrt", ["depth_f"], ["scale"]),
         n("Div", ["products", "scale"], ["logits"]),
         n("Softmax", ["logits"], ["weights"], axis=-1),
         n("MatMul", ["weights", "v"], ["attended"]),
-        n("CastLike", ["attended", "values"], ["output"]),
+        n("CastLike", ["attended", values], [output]),
     ]
-    return _function(CROSS_ATTENTION, ["query", "keys", "values"], ["output"], nodes)
+    return _function(spec, nodes)
 
 
-FUNCTIONS = {OPS[0]: warp_function, OPS[1]: cross_attention_function}
+# Kernel op (its folder under kernels/) -> the function's builder. Read lazily: a standard
+# graph never needs the specs.
+_BUILDERS = {"warp": warp_function, "cross_attention": cross_attention_function}
+
+
+@cache
+def functions() -> dict[str, Callable[[], bytes]]:
+    """Qualified op name ("mnt::Warp") -> its FunctionProto builder."""
+    return {onnx_name(op_spec(op)): build for op, build in _BUILDERS.items()}
+
+
+def reference_ops() -> tuple[str, ...]:
+    """The custom ops this runtime has reference functions of, e.g. ('mnt::Warp', ...)."""
+    return tuple(functions())
 
 
 def with_reference_ops(model: bytes, ops: Iterable[str]) -> bytes:
     """`model` (a serialised ModelProto) with the reference functions of `ops` appended.
     Raises KeyError naming an op this runtime has no reference implementation of."""
-    unknown = sorted(set(ops) - set(FUNCTIONS))
+    known = functions()
+    unknown = sorted(set(ops) - set(known))
     if unknown:
-        raise KeyError(f"no CPU reference implementation of {', '.join(unknown)}; known: {list(OPS)}")
-    return model + b"".join(_bytes(_MODEL_FUNCTIONS, FUNCTIONS[op]()) for op in sorted(set(ops)))
+        raise KeyError(f"no CPU reference implementation of {', '.join(unknown)}; known: {list(known)}")
+    return model + b"".join(_bytes(_MODEL_FUNCTIONS, known[op]()) for op in sorted(set(ops)))

@@ -5,7 +5,6 @@ the providers the session really got and refuses unless a fallback was allowed."
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ class OnnxRuntimeBackend(Backend):
         self.session: Any = None
         self._buffers: dict[tuple[int, ...], dict[str, np.ndarray]] = {}
 
-    def activate(self) -> None:
+    def activate_impl(self) -> None:
         try:
             import onnxruntime as ort
         except ImportError as err:
@@ -73,10 +72,7 @@ class OnnxRuntimeBackend(Backend):
     def providers(self) -> list[str]:
         return list(self.session.get_providers()) if self.session else []
 
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.session is None:
-            raise RuntimeStageError(f"{self.component.name}: backend used before activate()")
-        ready, dims = self.prepare_feeds(feeds)
+    def infer_impl(self, ready: dict[str, np.ndarray], dims: dict[str, int]) -> dict[str, np.ndarray]:
         key = tuple(sorted(dims.items()))
         buffers = self._buffers.get(key)  # type: ignore[arg-type]
         if buffers is None:  # outputs are preallocated once per binding of the dynamic axes
@@ -91,6 +87,6 @@ class OnnxRuntimeBackend(Backend):
         self.session.run_with_iobinding(binding)
         return buffers
 
-    def deactivate(self) -> None:
+    def deactivate_impl(self) -> None:
         self.session = None
         self._buffers.clear()

@@ -61,17 +61,6 @@ def check_engine(info: ComponentInfo, folder: str | Path, gpu: GpuProbe,
     return engine
 
 
-def engines_usable(infos: Mapping[str, ComponentInfo], folder: str | Path) -> bool:
-    """True when every component has an engine that `check_engine` accepts here."""
-    gpu, version = probe_gpu(), tensorrt_version()
-    try:
-        for info in infos.values():
-            check_engine(info, folder, gpu, version)
-    except RuntimeStageError:
-        return False
-    return True
-
-
 def _check(result: Any, what: str) -> Any:
     """cuda-python returns (error, *values): raise on an error, return the values."""
     error, *values = result if isinstance(result, tuple) else (result,)
@@ -104,7 +93,7 @@ class TensorRTBackend(Backend):
         self._stream: Any = None
         self._bindings: dict[tuple[tuple[str, int], ...], _Binding] = {}
 
-    def activate(self) -> None:
+    def activate_impl(self) -> None:
         entry = check_engine(self.component, self.folder, probe_gpu(self.device), tensorrt_version())
         path = self.folder / entry.file
         if not path.is_file() or sha256_file(path) != entry.sha256:
@@ -136,10 +125,7 @@ class TensorRTBackend(Backend):
             raise RuntimeStageError(f"{self.component.name}: the engine's tensors {got} differ from the "
                                     f"manifest's {want}", hint=rebuild_hint(self.folder))
 
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.context is None:
-            raise RuntimeStageError(f"{self.component.name}: backend used before activate()")
-        ready, dims = self.prepare_feeds(feeds)
+    def infer_impl(self, ready: dict[str, np.ndarray], dims: dict[str, int]) -> dict[str, np.ndarray]:
         key = tuple(sorted(dims.items()))
         binding = self._bindings.get(key) or self._bind(key, ready)
         cudart, stream = self._cudart, self._stream
@@ -210,7 +196,7 @@ class TensorRTBackend(Backend):
             binding.graph = _check(cudart.cudaStreamEndCapture(stream), "cudaStreamEndCapture")
         binding.graph_exec = _check(cudart.cudaGraphInstantiate(binding.graph, 0), "cudaGraphInstantiate")
 
-    def deactivate(self) -> None:
+    def deactivate_impl(self) -> None:
         cudart = self._cudart
         if cudart is not None:
             if self._stream is not None:

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.skipif(not SHARED_DATA.exists(), reason=f"{SHARED_DATA}
 
 @pytest.fixture(scope="module")
 def int8_build(tiny_checkpoint, tiny_artefacts, tmp_path_factory):
+    from mnt.calibration.build import build_int8
     from mnt.calibration.data import Options
-    from mnt.export.build import build
 
     media = tmp_path_factory.mktemp("int8-media")
     for video in ("d0.mp4", "d11.mp4"):
@@ -27,15 +27,15 @@ def int8_build(tiny_checkpoint, tiny_artefacts, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "artefact"
     fp32 = tiny_artefacts("fp32")
     before = {str(p.relative_to(fp32)): p.stat().st_mtime_ns for p in fp32.rglob("*")}
-    manifest = build(tiny_checkpoint, "int8", out, log=lambda _: None, calibration_data=media,
-                     calibration=Options(frames=6, held_back=2, search_frames=3), from_fp32=fp32)
+    manifest = build_int8(tiny_checkpoint, out, media, Options(frames=6, held_back=2, search_frames=3),
+                          log=lambda _: None, from_fp32=fp32)
     assert {str(p.relative_to(fp32)): p.stat().st_mtime_ns for p in fp32.rglob("*")} == before  # untouched
     return out, manifest
 
 
 def test_int8_build_passes_its_gate_and_records_its_calibration(int8_build):
     from mnt.calibration.build import E2E_GATE_DB
-    from mnt.export.parity import int8_gate
+    from mnt.export.onnx.gates import int8_gate
 
     out, manifest = int8_build
     assert manifest.precision == "int8"
@@ -74,7 +74,7 @@ def test_int8_build_passes_its_gate_and_records_its_calibration(int8_build):
 
 
 def test_runtime_plays_an_int8_artefact(int8_build, tmp_path):
-    from mnt.export.verify import verify
+    from mnt.export.onnx.verify import verify
     from mnt.runtime.reenactor import Reenactor
     from tests.helpers import placed_landmarks, real_faces
 

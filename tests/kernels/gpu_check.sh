@@ -2,7 +2,10 @@
 # The kernels' GPU check, one script for a GPU machine (nvcc + PyTorch with CUDA, no network,
 # a copy of the repository as the working folder, $OUT writable):
 #   1. builds the library with `python -m mnt.export.cli kernels --out $OUT/kernels`,
-#   2. runs `pytest -m gpu tests/kernels` against it,
+#   2. runs `pytest -m "gpu or tensorrt" tests/kernels` against it: the CUDA cases of the per-op
+#      tests (test_warp.py, test_cross_attention.py: against PyTorch and the host reference),
+#      the timings (test_gpu_kernels.py), and the TensorRT plugin cases where TensorRT is
+#      installed (they skip, saying so, where it is not),
 #   3. leaves in $OUT: kernels/ (library, PTX, kernels.json), kernel_timings.json,
 #      gpu_check.log (everything printed) and junit.xml.
 # Usage: OUT=/some/folder bash tests/kernels/gpu_check.sh   (PYTHON=... to pick the interpreter)
@@ -50,9 +53,10 @@ ls -l "$OUT/kernels"
 
 echo "== gpu tests"
 export MNT_KERNELS_DIR="$OUT/kernels" MNT_KERNEL_TIMINGS="$OUT/kernel_timings.json"
-export MNT_KERNELS_CACHE="$OUT/host-cache"
+export MNT_CACHE_DIR="$OUT/cache"  # the host reference build and any TensorRT engines
 # --noconftest: tests/conftest.py builds export fixtures these tests do not use.
-"$PY" -m pytest -m gpu tests/kernels -q -rs --noconftest -p no:cacheprovider --junitxml="$OUT/junit.xml"
+"$PY" -m pytest -m "gpu or tensorrt" tests/kernels -q -rs --noconftest -p no:cacheprovider \
+    --junitxml="$OUT/junit.xml"
 status=$?
 echo "== timings ($MNT_KERNEL_TIMINGS)"
 cat "$MNT_KERNEL_TIMINGS" 2>/dev/null || echo "no timings written"

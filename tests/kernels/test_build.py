@@ -1,6 +1,6 @@
 """`mnt-export kernels` and the loader: a real nvcc build for sm_87/89/90 (skipped without
 nvcc), its kernels.json and archs, the errors when nvcc, a compiler or a library is missing,
-and that the kernels' Python modules never import torch."""
+and that the kernels' Python modules never import torch or onnx."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from mnt.export.cli import main
 from mnt.kernels import build as kernel_build
 from mnt.kernels.errors import KernelError
-from mnt.kernels.loader import OPS, build_host_library, device_library, op_spec, read_manifest, sources_sha256
+from mnt.kernels.loader import build_host_library, device_library, read_manifest, sources_sha256
+from mnt.kernels.spec import OPS, op_spec
 
 
 def _nvcc() -> Path | None:
@@ -186,6 +187,7 @@ def test_missing_compiler_and_library_errors(tmp_path, monkeypatch):
 
 
 def test_kernel_modules_do_not_import_torch():
-    code = ("import sys, mnt.kernels.loader, mnt.kernels.build, mnt.kernels.launch; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = ("import sys, mnt.kernels.spec, mnt.kernels.loader, mnt.kernels.build; "
+            "bad = [m for m in ('torch', 'onnx', 'mnt.export') if m in sys.modules]; "
+            "assert not bad, f'{bad} imported'")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})

@@ -1,7 +1,7 @@
-"""The CUDA kernels on a GPU, through the loader and ctypes on torch CUDA tensors: compared
-with PyTorch (grid_sample via blocks.warp, scaled-dot-product attention) over shapes, K,
-dtypes and flows that point outside the image, and with the host reference; timed against
-PyTorch. Timings go to the JSON file named by $MNT_KERNEL_TIMINGS when it is set.
+"""The CUDA kernels' timings on a GPU against PyTorch, through the loader and ctypes on
+torch CUDA tensors; written to the JSON file named by $MNT_KERNEL_TIMINGS when it is set.
+Their maths (against PyTorch and the host reference) is tested per op in test_warp.py and
+test_cross_attention.py.
 
 The library comes from $MNT_KERNELS_DIR, else it is built here with nvcc."""
 
@@ -11,20 +11,13 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mnt.export.model.blocks import warp
-from mnt.kernels.launch import cross_attention_launch, warp_launch
-from mnt.kernels.loader import DeviceKernels, device_library, host_library
-from tests.tolerances import (
-    KERNEL_ATTN_F32_MAX_ABS,
-    KERNEL_F16_MAX_ULP,
-    KERNEL_GPU_FACTOR,
-    KERNEL_WARP_F32_MAX_ABS,
-)
+from mnt.kernels.loader import DeviceKernels
+from tests.kernels.implementations import device_kernels
 
 pytestmark = [
     pytest.mark.gpu,
@@ -33,10 +26,6 @@ pytestmark = [
 ]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
-WARP_SHAPES = [(1, 1, 1, 1, 1), (2, 3, 5, 7, 1), (2, 4, 8, 6, 2), (1, 5, 16, 16, 4), (3, 7, 33, 20, 2),
-               (1, 64, 64, 64, 4), (8, 32, 32, 32, 8), (1, 16, 128, 96, 2)]
-ATTN_SHAPES = [(1, 64, k, 64, 128, 128) for k in range(1, 9)] + [
-    (2, 5, 2, 9, 48, 80), (1, 256, 3, 256, 512, 512), (1, 37, 8, 16, 32, 32), (1, 4, 1, 1, 512, 100)]
 # Model-sized cases for timing: warp (N, C, H, W, f); attention (B, Lq, K, tokens, D).
 WARP_TIMED = [(1, 64, 128, 128, 2), (1, 256, 32, 32, 8), (1, 512, 16, 16, 16), (8, 64, 64, 64, 4)]
 ATTN_TIMED = [(1, 256, k, 256, 256) for k in (1, 4, 8)] + [(1, 64, k, 64, 512) for k in (1, 8)]
@@ -44,14 +33,8 @@ TIMINGS: list[dict] = []
 
 
 @pytest.fixture(scope="module")
-def kernels(tmp_path_factory) -> DeviceKernels:
-    folder = os.environ.get("MNT_KERNELS_DIR")
-    if not folder:
-        from mnt.kernels.build import build_kernels
-
-        folder = tmp_path_factory.mktemp("kernels") / "lib"
-        build_kernels(Path(folder))
-    return device_library(folder)
+def kernels() -> DeviceKernels:
+    return device_kernels()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -85,13 +68,6 @@ def run_attention(kernels: DeviceKernels, query: torch.Tensor, keys: torch.Tenso
     kernels.cross_attention(dtype, query.data_ptr(), keys.data_ptr(), values.data_ptr(), out.data_ptr(),
                             b, lq, lk, d, dv, _stream())
     return out
-
-
-def _f16_excess_ulp(out: torch.Tensor, ref: torch.Tensor, f32_abs: float) -> float:
-    ref64 = ref.double().cpu().numpy()
-    step = np.spacing(np.abs(ref64).astype(np.float16)).astype(np.float64)
-    excess = np.maximum(np.abs(out.double().cpu().numpy() - ref64) - f32_abs, 0.0) / step
-    return float(excess.max())
 
 
 def _time_us(fn, repeats: int = 20) -> tuple[float, float | None]:
@@ -137,64 +113,6 @@ def _record(op: str, dtype: str, shape: dict, ours: tuple[float, float | None],
                     "pytorch_graph_us": theirs[1] and round(theirs[1], 2), "graph_speedup": graph_speedup,
                     "ours_eager_us": round(ours[0], 2), "pytorch_eager_us": round(theirs[0], 2),
                     "max_abs_vs_pytorch": (out.float() - ref.float()).abs().max().item()})
-
-
-def _flow(kind: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-    if kind == "small":
-        return torch.randn(shape, generator=gen) * 0.2
-    return torch.rand(shape, generator=gen) * 6.0 - 3.0  # most taps beyond the border
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind", ["small", "outside"])
-@pytest.mark.parametrize("shape", WARP_SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_warp_kernel_matches_pytorch(kernels, shape, kind, dtype):
-    n, c, height, width, factor = shape
-    gen = torch.Generator().manual_seed(sum(shape))
-    features = torch.randn((n, c, height, width), generator=gen).to(DTYPES[dtype])
-    flow = _flow(kind, (n, 2, height * factor, width * factor), gen)
-    features_gpu, flow_gpu = features.cuda(), flow.cuda()
-    warp_launch(dtype, n, c, height, width, height * factor, width * factor)  # the plugin's view agrees
-    out = run_warp(kernels, features_gpu, flow_gpu)
-    torch.cuda.synchronize()
-    ref = warp(features_gpu, flow_gpu)
-    bound = KERNEL_WARP_F32_MAX_ABS * KERNEL_GPU_FACTOR
-    if dtype == "float32":
-        err = (out - ref).abs().max().item()
-        assert err <= bound, f"max abs {err:.2e} against PyTorch"
-    else:
-        assert _f16_excess_ulp(out, ref, bound) <= KERNEL_F16_MAX_ULP
-    # The host reference runs the same maths with the same rounding (no implicit FMAs and
-    # no transcendental functions in the warp): bit-identical.
-    host = host_library().warp(features.numpy(), flow.numpy())
-    np.testing.assert_array_equal(out.cpu().numpy(), host)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", ATTN_SHAPES, ids=lambda s: "-".join(map(str, s)))
-def test_attention_kernel_matches_sdpa(kernels, shape, dtype):
-    b, lq, k, tokens, d, dv = shape
-    lk = k * tokens
-    gen = torch.Generator().manual_seed(lq * 1000 + lk + d)
-    query, keys = torch.randn((b, lq, d), generator=gen), torch.randn((b, lk, d), generator=gen)
-    values = torch.randn((b, lk, dv), generator=gen)
-    query, keys, values = (x.to(DTYPES[dtype]).cuda() for x in (query, keys, values))
-    cross_attention_launch(dtype, b, lq, lk, d, dv)
-    out = run_attention(kernels, query, keys, values)
-    torch.cuda.synchronize()
-    ref = F.scaled_dot_product_attention(query.double(), keys.double(), values.double())
-    bound = KERNEL_ATTN_F32_MAX_ABS * KERNEL_GPU_FACTOR
-    if dtype == "float32":
-        err = (out.double() - ref).abs().max().item()
-        assert err <= bound, f"max abs {err:.2e} against float64 SDPA"
-    else:
-        assert _f16_excess_ulp(out, ref, bound) <= KERNEL_F16_MAX_ULP
-    host = host_library().cross_attention(*(x.cpu().numpy() for x in (query, keys, values)))
-    # Same steps and rounding order as the host reference except CUDA's expf (<= 2 ulp).
-    if dtype == "float32":
-        np.testing.assert_allclose(out.cpu().numpy(), host, atol=KERNEL_ATTN_F32_MAX_ABS, rtol=0)
-    else:
-        assert _f16_excess_ulp(out, torch.from_numpy(host), KERNEL_ATTN_F32_MAX_ABS) <= KERNEL_F16_MAX_ULP
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -1,5 +1,6 @@
 """mnt-run end to end through the real command line, on the shared media."""
 
+import json
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import av
 import cv2
 import pytest
 
+from mnt.runtime.backends import registry
 from mnt.runtime.video import read_frames
 from tests.helpers import SHARED_DATA, console_script
 
@@ -55,17 +57,26 @@ def test_reenacts_a_clip_with_k_targets_and_hits_the_cache_the_second_time(
         artefacts, env, tmp_path, clip, photos):
     targets = _targets(tmp_path, *photos)
     out = tmp_path / "out.mp4"
+    summary_file = tmp_path / "summary.json"
     first = mnt_run(DRIVING / clip, "--targets", targets, "--artifacts", artefacts, "-o", out,
-                    "--max-frames", 4, env=env)
+                    "--max-frames", 4, "--json", summary_file, env=env)
     assert first.returncode == 0, first.stderr
     assert "computed in" in first.stderr and "4 frames; per frame: landmarks" in first.stderr
+    summary = json.loads(summary_file.read_text())
+    assert summary["frames"] == 4 and summary["output"] == str(out) and not summary["target_cache_hit"]
+    assert summary["targets"] == len(photos) and summary["frames_without_face"] == 0
+    assert set(summary["per_frame_ms"]) == {"landmarks", "generator", "io"}
+    assert f"generator {summary['per_frame_ms']['generator']:.1f} ms" in first.stderr
+    assert set(summary["backends"]) == {"target_encoder", "landmark_disentangler", "generator"}
+    assert set(summary["backends"].values()) <= set(registry.names())
     assert _frame_count(out) == 4 and next(read_frames(out)).shape == (256, 256, 3)
     with av.open(str(out)) as container:
         assert bool(container.streams.audio) == (clip != "d0.mp4")  # d0 has no audio track
     again = mnt_run(DRIVING / clip, "--targets", targets, "--artifacts", artefacts, "-o", out,
-                    "--max-frames", 2, "--force", "--output-mode", "side-by-side", env=env)
+                    "--max-frames", 2, "--force", "--output-mode", "side-by-side", "--json", "-", env=env)
     assert again.returncode == 0, again.stderr
     assert "taken from the cache" in again.stderr and "target cache hit" in again.stderr
+    assert json.loads(again.stdout)["target_cache_hit"] and json.loads(again.stdout)["frames"] == 2
     assert next(read_frames(out)).shape == (256, 512, 3)
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from mnt.runtime.demo import FRAMES, demo_inputs
-from mnt.runtime.faces import MediaPipeLandmarks
+from mnt.runtime.landmarkers.mediapipe_mesh import MediaPipeLandmarks
 from mnt.runtime.video import read_frames
 
 

@@ -1,6 +1,6 @@
 """The TensorRT backend without TensorRT: the engine checks that refuse another GPU or
 TensorRT version (no TensorRT object is constructed), the GPU probe, the backend choice
-and the import guard. Running engines is tested in tests/export/test_tensorrt.py (marked
+and the import guard. Running engines is tested in tests/export/tensorrt/test_builder.py (marked
 `tensorrt`)."""
 
 import subprocess
@@ -9,11 +9,11 @@ from dataclasses import replace
 
 import pytest
 
-from mnt.runtime.backends.tensorrt import check_engine, engines_usable
+from mnt.runtime.backends.registry import make_backends, names, unavailable
+from mnt.runtime.backends.tensorrt import check_engine
 from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.gpu import GpuProbe, probe_gpu
 from mnt.runtime.manifest import ComponentInfo, EngineInfo, TensorInfo
-from mnt.runtime.reenactor import BACKENDS, make_backends
 
 ORIN = GpuProbe(1, "Orin", "8.7", 7.4)
 ENGINE = EngineInfo(file="generator.engine", sha256="0" * 64, tensorrt_version="10.3.0",
@@ -67,8 +67,8 @@ def test_tensorrt_is_a_backend_choice_and_auto_skips_it_without_engines(tiny_art
 
     folder = tiny_artefacts("fp32")
     manifest = load_manifest(folder)
-    assert "tensorrt" in BACKENDS
-    assert not engines_usable(manifest.components, folder)
+    assert "tensorrt" in names()
+    assert "holds no TensorRT engines" in unavailable("tensorrt", folder, manifest)
     auto = make_backends(folder, manifest, "auto")
     assert all(isinstance(b, OnnxRuntimeBackend) for b in auto.values())
     chosen = make_backends(folder, manifest, "tensorrt")

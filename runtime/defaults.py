@@ -1,0 +1,59 @@
+"""The one cache folder of mnt, and the built-in model that commands fall back on."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from mnt.runtime.errors import RuntimeStageError
+
+INSTALL_EXPORT_HINT = "install the export side: pip install torch==2.13.0 && pip install 'mnt[export,cpu]'"
+DEFAULT_MODEL = "small-demo.safetensors"  # trained by mnt-export train; see export/pretrained/README.md
+
+
+def cache_dir() -> Path:
+    """$MNT_CACHE_DIR, else $XDG_CACHE_HOME/mnt, else ~/.cache/mnt: engines, kernels, targets."""
+    root = os.environ.get("MNT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mnt")
+    return Path(root)
+
+
+def default_checkpoint() -> Path:
+    """The built-in trained model, shipped with the export side (found without importing it)."""
+    spec = importlib.util.find_spec("mnt.export")
+    if spec is None:
+        raise RuntimeStageError("the built-in model comes with the export side, which is not installed",
+                                hint=INSTALL_EXPORT_HINT)
+    for location in spec.submodule_search_locations or []:
+        path = Path(location) / "pretrained" / DEFAULT_MODEL
+        if path.is_file():
+            return path
+    raise RuntimeStageError(f"the built-in model pretrained/{DEFAULT_MODEL} is missing from mnt.export",
+                            hint="reinstall mnt, or pass --artifacts DIR")
+
+
+def default_artifacts(say: Callable[[str], None]) -> Path:
+    """The built-in default: the shipped demo checkpoint exported to FP32 ONNX in the cache
+    folder on first use. Built by the mnt-export command in a child process, so that the
+    runtime itself never imports the export side (or torch)."""
+    from mnt.runtime.files import sha256_file
+
+    checkpoint = default_checkpoint()
+    folder = cache_dir() / "artifacts" / f"default-{checkpoint.stem}-{sha256_file(checkpoint)[:12]}-fp32"
+    if (folder / "manifest.json").is_file():
+        return folder
+    say(f"no --artifacts given: building the built-in model ({checkpoint.name}) into {folder}; "
+        "this happens once")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run([sys.executable, "-m", "mnt.export.cli", "build", "--checkpoint", str(checkpoint),
+                             "--precision", "fp32", "--out", str(folder), "--force"],
+                            stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        detail = (result.stderr.strip().splitlines() or ["failed"])[-1]
+        raise RuntimeStageError(f"could not build the default artefacts: {detail}",
+                                hint=f"{INSTALL_EXPORT_HINT}, or pass --artifacts DIR")
+    return folder
