@@ -154,7 +154,7 @@ def build_int8_into(folder: Path, checkpoint: Path, reference: Reference, faces:
     files = {STATS_NAME: sha256_file(folder / STATS_NAME)}
     calibration = {
         "method": "onnxruntime.quantization.quantize_static, QDQ, symmetric int8 activations "
-                  "(MinMax) and per-channel weights on Conv/MatMul/Gemm",
+                  "(MinMax) and per-channel weights on Conv/MatMul/Gemm, float biases",
         "sample": data.sample(),
         "components": {n: _calibration_entry(p, kept_whole.get(n)) for n, p in plans.items()},
         "search_frames": options.search_frames,

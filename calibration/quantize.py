@@ -114,7 +114,9 @@ def quantize(fp32: Path, out: Path, cache: Path, exclude: tuple[str, ...] = (),
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             nodes_to_exclude=list(exclude), calibrate_method=CalibrationMethod.MinMax,
             calibration_cache_path=cache,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+            # Biases stay float: TensorRT's (and TensorRT-RTX's) parser takes Q/DQ of 8-bit
+            # types only and refuses an int32 bias DequantizeLinear.
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
 
 
 def qdq_counts(path: Path) -> dict[str, int]:

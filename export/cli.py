@@ -86,8 +86,16 @@ def describe(checkpoint: Path | None, preset: str | None) -> None:
 @click.option("--kernels", type=click.Path(file_okay=False, path_type=Path),
               help="Kernel library folder from `mnt-export kernels` for plugin-variant engines "
                    "(default: $MNT_KERNELS_DIR).")
-@click.option("--engines/--no-engines", default=True, show_default=True,
-              help="Build TensorRT engines after the ONNX where TensorRT and a GPU are present.")
+@click.option("--engines", "engines", type=click.Choice(["tensorrt", "tensorrt-rtx", "none"]),
+              default="tensorrt", show_default=True,
+              help="Engines to build after the ONNX (or into the --from folder). tensorrt: for this "
+                   "device's GPU, where TensorRT and a GPU are present (else skipped, with the line "
+                   "saying how to build them on the device); tensorrt-rtx: portable engines for RTX "
+                   "PCs, built here with or without a GPU (pip install 'mnt[rtx]'); none.")
+@click.option("--no-engines", "no_engines", is_flag=True, hidden=True, help="The same as --engines none.")
+@click.option("--compute-capabilities", default="80,86,89,120", show_default=True,
+              help="tensorrt-rtx: the GPUs its engines are for (75 Turing, 80/86 Ampere, 89 Ada, "
+                   "120/121 Blackwell); each is compiled just-in-time on first run there.")
 @options.force("OUT")
 @options.faces()
 @click.option("--plugins", is_flag=True,
@@ -108,22 +116,42 @@ def describe(checkpoint: Path | None, preset: str | None) -> None:
               help="int8: calibrate from this FP32 build of the same checkpoint (checked, left "
                    "unchanged) instead of building one first.")
 def build_command(checkpoint: Path | None, precision: str, out: Path | None, from_dir: Path | None,
-                  kernels: Path | None, engines: bool, force: bool, faces: tuple[Path, ...],
+                  kernels: Path | None, engines: str, no_engines: bool, compute_capabilities: str,
+                  force: bool, faces: tuple[Path, ...],
                   plugins: bool, calibration_data: Path | None, calibration_frames: int,
                   held_back_frames: int, calibration_seed: int, search_frames: int,
                   from_fp32: Path | None) -> None:
     """Export each component to ONNX, check it against the PyTorch reference in float64 on
     real faces, and write OUT with its manifest (last, so a failed build leaves nothing);
-    then TensorRT engines where TensorRT and a GPU are present.
+    then TensorRT engines where TensorRT and a GPU are present (or, with --engines
+    tensorrt-rtx, TensorRT-RTX engines for RTX PCs, on any machine).
 
     On the device: `mnt-export build --from OUT` builds the engines of a folder made elsewhere."""
-    from mnt.export.tensorrt.builder import engines_or_skip, verify_goldens
+    from mnt.export.tensorrt.builder import EngineSettings, engines_or_skip, rtx_capabilities, verify_goldens
+
+    engines = "none" if no_engines else engines
+    settings = None
+    if engines == "tensorrt-rtx":  # refuse now what would fail after a minute of export
+        from mnt.export.tensorrt.builder import engines_unavailable
+
+        settings = EngineSettings(runtime="tensorrt-rtx",
+                                  compute_capabilities=rtx_capabilities(compute_capabilities))
+        if plugins:
+            raise ExportError("--plugins cannot be built with --engines tensorrt-rtx",
+                              hint="TensorRT-RTX's Python package has no plugin API (tensorrt_rtx.plugin "
+                                   "does not import); leave out --plugins for TensorRT-RTX")
+        reason = engines_unavailable("tensorrt-rtx")
+        if reason:
+            raise ExportError(f"cannot build TensorRT-RTX engines: {reason}")
+    elif engines == "tensorrt":
+        settings = EngineSettings()
 
     if from_dir is not None:
         if checkpoint or out:
             raise ExportError("--from takes an existing artefact folder; leave out --checkpoint and --out")
         verify_goldens(from_dir, log=click.echo)
-        click.echo(engines_or_skip(from_dir, kernels, log=click.echo))
+        if settings is not None:
+            click.echo(engines_or_skip(from_dir, kernels, log=click.echo, settings=settings))
         return
     if checkpoint is None or out is None:
         raise ExportError("build needs --checkpoint and --out (or --from DIR to add engines to a folder)")
@@ -150,8 +178,8 @@ def build_command(checkpoint: Path | None, precision: str, out: Path | None, fro
         build(checkpoint, precision, out, force=force, face_paths=faces, log=click.echo, plugins=plugins)
     click.echo(f"wrote {out} in {time.perf_counter() - started:.0f} s; check it on another machine "
                f"with `mnt-export verify {out}`")
-    if engines:
-        click.echo(engines_or_skip(out, kernels, log=click.echo))
+    if settings is not None:
+        click.echo(engines_or_skip(out, kernels, log=click.echo, settings=settings))
 
 
 @main.command("verify")
@@ -220,13 +248,16 @@ def islands_command(checkpoint: Path, faces: tuple[Path, ...]) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder to write libmnt_kernels.so, one PTX file per op and kernels.json to.")
 @options.force("OUT")
-def kernels_command(out: Path, force: bool) -> None:
-    """Compile the CUDA kernels (warp, cross-attention) with nvcc: SASS for sm_87 (Jetson
-    Orin), sm_89 and sm_90 plus PTX for newer GPUs, and the per-op PTX TensorRT plugins embed."""
+@click.option("--capability", help="Build for this GPU's compute capability only (e.g. 8.7 on a Jetson "
+              "Orin; 7.5 at the least): a faster build; default: every GPU below.")
+def kernels_command(out: Path, force: bool, capability: str | None) -> None:
+    """Compile the CUDA kernels (warp, cross-attention) with nvcc: SASS for sm_75, sm_80,
+    sm_86, sm_87 (Jetson Orin), sm_89 and sm_90 plus PTX for newer GPUs, and the per-op PTX
+    (compute_75) that TensorRT plugins embed."""
     from mnt.kernels.build import build_kernels
 
     started = time.perf_counter()
-    manifest = build_kernels(out, force=force, log=click.echo)
+    manifest = build_kernels(out, force=force, log=click.echo, capability=capability)
     size_mb = manifest["files"]["libmnt_kernels.so"]["bytes"] / 1e6
     click.echo(f"wrote {out}: libmnt_kernels.so ({size_mb:.1f} MB, {', '.join(manifest['fatbin_targets'])}), "
                f"{', '.join(f'{op}.ptx' for op in manifest['ops'])} ({manifest['archs']['op_ptx']}) "

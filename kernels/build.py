@@ -1,6 +1,8 @@
 """`mnt-export kernels`: compile the CUDA kernels with nvcc into OUT/libmnt_kernels.so (SASS
-for sm_87, sm_89, sm_90 and PTX for compute_90, so newer GPUs JIT it), one PTX file per op
-for compute_87 (what TensorRT's ahead-of-time plugins embed) and OUT/kernels.json.
+for sm_75, sm_80, sm_86, sm_87, sm_89 and sm_90, and PTX for compute_75 that newer GPUs JIT),
+one PTX file per op for compute_75 (what TensorRT's ahead-of-time plugins embed: PTX runs on
+its own and newer GPUs only, so it targets the lowest) and OUT/kernels.json. A build for one
+device's own compute capability (`build_kernels(..., capability="8.6")`) is quicker.
 
 OUT is assembled under a temporary name beside it and renamed at the end, so a failed or
 interrupted build never leaves a folder that looks valid. No torch import here.
@@ -16,6 +18,7 @@ import struct
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -26,9 +29,12 @@ from mnt.kernels.spec import KERNELS_DIR, OPS, arg_kind, cuda_source, op_spec
 from mnt.runtime.files import sha256_file, staged_folder
 
 SCHEMA_VERSION = 1
-SASS_ARCHS = ("87", "89", "90")  # Jetson Orin, Ada (RTX 40), Hopper
-PTX_ARCH = "90"  # embedded as PTX too: newer GPUs JIT-compile it
-OP_PTX_ARCH = "87"  # the lowest target: TensorRT's AOT plugin PTX runs on all of them
+# Turing (T4, RTX 20), A100, Ampere consumer and A10 (RTX 30), Jetson Orin, Ada (RTX 40, L4),
+# Hopper. SASS runs on its own capability; PTX on its own and every newer one.
+SASS_ARCHS = ("75", "80", "86", "87", "89", "90")
+PTX_ARCH = "75"  # the lowest, embedded as PTX too: GPUs newer than every SASS (Blackwell, Thor) JIT it
+OP_PTX_ARCH = "75"  # the lowest target: TensorRT's AOT plugin PTX runs on all of them
+MIN_ARCH = 75  # below Turing: CUDA 13 dropped those GPUs, and the kernels are not tested there
 # -O3 for host code; device code is optimised by default. --fmad=false: no implicit FMA
 # contraction, so the device rounds like the host reference (the headers write their FMAs
 # out). No --use_fast_math: it swaps expf and divisions for approximations the host cannot
@@ -67,16 +73,48 @@ def nvcc_version(nvcc: Path) -> str:
     return match.group(1)
 
 
-def library_command(nvcc: Path, out: Path) -> list[str]:
-    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in SASS_ARCHS if a != PTX_ARCH]
-    gencode.append(f"-gencode=arch=compute_{PTX_ARCH},code=[sm_{PTX_ARCH},compute_{PTX_ARCH}]")
+@dataclass(frozen=True)
+class Archs:
+    """What a build compiles for: SASS archs ("87"), the library's PTX arch and the op PTX's."""
+
+    sass: tuple[str, ...] = SASS_ARCHS
+    ptx: str = PTX_ARCH
+    op_ptx: str = OP_PTX_ARCH
+
+    def targets(self) -> list[str]:
+        """The library's code objects, as fatbin_targets lists them."""
+        return [f"sm_{a}" for a in self.sass] + [f"compute_{self.ptx}"]
+
+    def record(self) -> dict[str, Any]:
+        """kernels.json's `archs`."""
+        return {"sass": [f"sm_{a}" for a in self.sass], "ptx": [f"compute_{self.ptx}"],
+                "op_ptx": f"compute_{self.op_ptx}"}
+
+
+def device_archs(capability: str) -> Archs:
+    """A build for one GPU's compute capability ("8.6"): its SASS and PTX only."""
+    match = re.fullmatch(r"(\d+)\.(\d)", capability.strip())
+    if not match:
+        raise KernelError(f"compute capability {capability!r} is not MAJOR.MINOR (e.g. 8.6)")
+    arch = match.group(1) + match.group(2)
+    if int(arch) < MIN_ARCH:
+        raise KernelError(f"compute capability {capability} is below {MIN_ARCH // 10}.{MIN_ARCH % 10}, the "
+                          "oldest GPUs the kernels support (Turing)",
+                          hint="use the native ops (no plugins) on this GPU")
+    return Archs((arch,), arch, arch)
+
+
+def library_command(nvcc: Path, out: Path, archs: Archs = Archs()) -> list[str]:
+    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs.sass if a != archs.ptx]
+    sass = f"sm_{archs.ptx}," if archs.ptx in archs.sass else ""
+    gencode.append(f"-gencode=arch=compute_{archs.ptx},code=[{sass}compute_{archs.ptx}]")
     sources = [str(p) for p in sorted(KERNELS_DIR.rglob("*.cu"))]
     return [str(nvcc), *NVCC_FLAGS, "-shared", *gencode, "--threads", "0", "-o", str(out), *sources]
 
 
-def ptx_command(nvcc: Path, op: str, out: Path) -> list[str]:
+def ptx_command(nvcc: Path, op: str, out: Path, arch: str = OP_PTX_ARCH) -> list[str]:
     source = cuda_source(op_spec(op))
-    return [str(nvcc), *NVCC_FLAGS, "-ptx", f"-arch=compute_{OP_PTX_ARCH}", "-o", str(out), str(source)]
+    return [str(nvcc), *NVCC_FLAGS, "-ptx", f"-arch=compute_{arch}", "-o", str(out), str(source)]
 
 
 def _run(command: list[str], what: str) -> subprocess.CompletedProcess[str]:
@@ -119,6 +157,42 @@ def ptx_entries(ptx: str) -> dict[str, list[str]]:
     for match in re.finditer(r"\.entry\s+(\w+)\s*\(([^)]*)\)", ptx):
         entries[match.group(1)] = re.findall(r"\.param\s+\.(\w+)", match.group(2))
     return entries
+
+
+# PTX ISA version -> the first CUDA release that loads it (its driver JIT-compiles it; an
+# older driver refuses the module). From NVIDIA's PTX ISA release history,
+# https://docs.nvidia.com/cuda/parallel-thread-execution/#release-notes-ptx-release-history,
+# as cuda-python's cuda.bindings.utils.get_minimal_required_cuda_ver_from_ptx_ver maps it.
+# Until CUDA 12.5 the ISA was the CUDA version minus 4.0; CUDA 12.6 kept ISA 8.5.
+PTX_ISA_CUDA = {
+    (7, 0): (11, 0), (7, 1): (11, 1), (7, 2): (11, 2), (7, 3): (11, 3), (7, 4): (11, 4),
+    (7, 5): (11, 5), (7, 6): (11, 6), (7, 7): (11, 7), (7, 8): (11, 8),
+    (8, 0): (12, 0), (8, 1): (12, 1), (8, 2): (12, 2), (8, 3): (12, 3), (8, 4): (12, 4),
+    (8, 5): (12, 5), (8, 6): (12, 7), (8, 7): (12, 8), (8, 8): (12, 9),
+    (9, 0): (13, 0), (9, 1): (13, 1),
+}
+
+
+def ptx_isa_version(ptx: str) -> tuple[int, int]:
+    """(8, 5) from PTX text's `.version 8.5` directive."""
+    match = re.search(r"^\s*\.version\s+(\d+)\.(\d+)", ptx, re.MULTILINE)
+    if not match:
+        raise KernelError("the PTX has no .version directive")
+    return int(match.group(1)), int(match.group(2))
+
+
+def ptx_needs_cuda(isa: tuple[int, int], toolkit: str = "") -> tuple[int, int]:
+    """The oldest CUDA driver (major, minor) that loads PTX of ISA `isa`. An ISA newer than
+    the table needs at least the toolkit that wrote it (`toolkit`, nvcc's "13.2.51"), else at
+    least one minor release past the newest CUDA the table names."""
+    if isa in PTX_ISA_CUDA:
+        return PTX_ISA_CUDA[isa]
+    newest = max(PTX_ISA_CUDA.values())
+    match = re.match(r"(\d+)\.(\d+)", toolkit)
+    written = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    if isa < min(PTX_ISA_CUDA):
+        return written if match else (0, 0)
+    return max(written, (newest[0], newest[1] + 1))
 
 
 def check_tensorrt_order(spec: dict[str, Any], dtype: str) -> None:
@@ -167,34 +241,38 @@ def _tool_version() -> str:
         return "unknown"
 
 
-def build_kernels(out: Path, force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Compile the library and the per-op PTX into OUT with kernels.json; returns the manifest."""
+def build_kernels(out: Path, force: bool = False, log: Callable[[str], None] = print,
+                  capability: str | None = None) -> dict[str, Any]:
+    """Compile the library and the per-op PTX into OUT with kernels.json; returns the manifest.
+    `capability` ("8.6"): for that GPU only (refused below 7.5), else for every SASS_ARCHS GPU
+    and, through PTX, newer ones."""
+    archs = Archs() if capability is None else device_archs(capability)
     nvcc = find_nvcc()
     nvcc_ver = nvcc_version(nvcc)
     started = time.perf_counter()
     with staged_folder(out, force, "the kernel library", KernelError) as staging:
         library = staging / LIBRARY_NAME
-        archs = ", ".join([f"sm_{a}" for a in SASS_ARCHS] + [f"compute_{PTX_ARCH}"])
-        log(f"nvcc {nvcc_ver} ({nvcc}): {LIBRARY_NAME} for {archs}")
-        _run(library_command(nvcc, library), f"nvcc ({LIBRARY_NAME})")
+        expected = archs.targets()
+        log(f"nvcc {nvcc_ver} ({nvcc}): {LIBRARY_NAME} for {', '.join(expected)}")
+        _run(library_command(nvcc, library, archs), f"nvcc ({LIBRARY_NAME})")
         targets = fatbin_targets(library)
-        expected = [f"sm_{a}" for a in SASS_ARCHS] + [f"compute_{PTX_ARCH}"]
         if sorted(targets) != sorted(expected):
             raise KernelError(f"{LIBRARY_NAME} embeds {targets}, expected {expected}")
         ops: dict[str, Any] = {}
         for op in OPS:
             ptx = staging / f"{op}.ptx"
-            _run(ptx_command(nvcc, op, ptx), f"nvcc ({ptx.name})")
+            _run(ptx_command(nvcc, op, ptx, archs.op_ptx), f"nvcc ({ptx.name})")
             _check_ptx(op, ptx)
-            ops[op] = {**op_spec(op), "ptx": ptx.name, "ptx_arch": f"compute_{OP_PTX_ARCH}"}
+            isa = ptx_isa_version(ptx.read_text())
+            ops[op] = {**op_spec(op), "ptx": ptx.name, "ptx_arch": f"compute_{archs.op_ptx}",
+                       "ptx_isa": f"{isa[0]}.{isa[1]}"}
         files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                  for p in sorted(staging.iterdir())}
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "tool_version": _tool_version(),
             "nvcc_version": nvcc_ver,
-            "archs": {"sass": [f"sm_{a}" for a in SASS_ARCHS], "ptx": [f"compute_{PTX_ARCH}"],
-                      "op_ptx": f"compute_{OP_PTX_ARCH}"},
+            "archs": archs.record(),
             "fatbin_targets": targets,
             "nvcc_flags": list(NVCC_FLAGS),
             "sources_sha256": sources_sha256(),

@@ -47,6 +47,10 @@ MNT_HD inline float mnt_bits_float(uint32_t u) {
     return f;
 }
 
+// A quiet NaN: what a kernel writes to its output when it refuses its shape arguments (an
+// AOT TensorRT plugin launches it with no host code of ours to refuse them first).
+MNT_HD inline float mnt_nan() { return mnt_bits_float(0x7fc00000u); }
+
 // IEEE binary16 bits -> float (exact: every half is a float).
 MNT_HD inline float mnt_half_bits_to_float(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;

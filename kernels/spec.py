@@ -3,7 +3,8 @@
 Every Python user of an op reads it from this module: the op list (the kernel folders that
 hold a spec.json), the ONNX and TensorRT names (domain, version, op type, inputs, outputs,
 type constraints), the torch custom-op name, the kernels and their arguments, the launch
-geometry (the spec's formulas, evaluated by `evaluate`) and the shape limits. The CUDA
+geometry (the spec's formulas, evaluated by `evaluate`), the shape limits and the relations
+between shapes (optional `derived` symbols and `relations`, e.g. Warp's h = f * H). The CUDA
 headers keep their own constants; tests/kernels/test_spec.py checks them against the specs.
 
 Standard library only: mnt.runtime imports this module (no torch, onnx or numpy).
@@ -135,6 +136,19 @@ def validate_spec(spec: Any, where: str) -> dict[str, Any]:
         raise fail("limits must map formulas over the shape symbols to positive integers")
     for formula in [*grid, *limits]:
         evaluate(formula, probe, ceil_div, where)  # names and syntax
+    derived = spec.get("derived", {})
+    if not isinstance(derived, dict) or any(not isinstance(f, str) or name in symbols
+                                            for name, f in derived.items()):
+        raise fail("derived must map new symbol names to formulas over the shape symbols")
+    for formula in derived.values():
+        evaluate(formula, probe, ceil_div, where)
+    relations = spec.get("relations", {})
+    if not isinstance(relations, dict) or any(not isinstance(r, str) or r.count("=") != 1
+                                              or not isinstance(why, str) for r, why in relations.items()):
+        raise fail('relations must map "formula = formula" to why it must hold')
+    for relation in relations:
+        for side in _sides(relation):
+            evaluate(side, {**probe, **dict.fromkeys(derived, 1)}, ceil_div, where)
     if len([s for s in spec["sources"] if str(s).endswith(".cu")]) != 1:
         raise fail("sources must list exactly one .cu file (the op's kernels)")
     return spec
@@ -195,8 +209,16 @@ def scalar_args(spec: Mapping[str, Any], dtype: str) -> tuple[str, ...]:
 def evaluate(formula: str, symbols: Mapping[str, Any], cdiv: Cdiv = ceil_div, where: str = "") -> Any:
     """A spec's formula ("ceil(N * H * W / 256)", "B", "1") over `symbols` (ints, or TensorRT
     shape expressions with their `cdiv`). Only names, integers, +, -, * and ceil(a / b) are
-    allowed, so a plain division can never truncate silently."""
+    allowed, so a plain division can never truncate silently.
+
+    Order-independent for expression types that, like tensorrt.plugin's ShapeExpr, define
+    only the non-reflected operators and a cdiv that refuses two ints: integer sub-trees are
+    computed in Python, and an int left of an expression is swapped to the right (+, *) or
+    made an expression of the same type first (-, ceil)."""
     context = f"{where}: " if where else ""
+
+    def lift(value: int, like: Any) -> Any:
+        return type(like)(value)  # a constant expression of the other operand's kind
 
     def walk(node: ast.AST) -> Any:
         if isinstance(node, ast.Expression):
@@ -210,18 +232,24 @@ def evaluate(formula: str, symbols: Mapping[str, Any], cdiv: Cdiv = ceil_div, wh
             return symbols[node.id]
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult)):
             left, right = walk(node.left), walk(node.right)
-            # int op expression: let the expression's operator do it (TensorRT's take an int
-            # on the right only)
-            swap = isinstance(left, int) and not isinstance(right, int)
+            if isinstance(left, int) and not isinstance(right, int):
+                if isinstance(node.op, ast.Add):
+                    return right + left
+                if isinstance(node.op, ast.Mult):
+                    return right * left
+                left = lift(left, right)
             if isinstance(node.op, ast.Add):
-                return right + left if swap else left + right
+                return left + right
             if isinstance(node.op, ast.Mult):
-                return right * left if swap else left * right
+                return left * right
             return left - right
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "ceil"
                 and len(node.args) == 1 and not node.keywords and isinstance(node.args[0], ast.BinOp)
                 and isinstance(node.args[0].op, ast.Div)):
-            return cdiv(walk(node.args[0].left), walk(node.args[0].right))
+            a, b = walk(node.args[0].left), walk(node.args[0].right)
+            if isinstance(a, int) and isinstance(b, int):
+                return ceil_div(a, b)
+            return cdiv(lift(a, b) if isinstance(a, int) else a, b)
         raise KernelError(f"{context}unsupported formula {formula!r}: only names, integers, +, -, * and "
                           "ceil(a / b)")
 
@@ -230,6 +258,13 @@ def evaluate(formula: str, symbols: Mapping[str, Any], cdiv: Cdiv = ceil_div, wh
     except SyntaxError as err:
         raise KernelError(f"{context}formula {formula!r} does not parse: {err.msg}") from err
     return walk(tree)
+
+
+def formula_names(formula: str) -> set[str]:
+    """The symbols a formula names (after evaluate has accepted it), `ceil` aside."""
+    tree = ast.parse(formula, mode="eval")
+    calls = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in calls}
 
 
 def shape_symbols(spec: Mapping[str, Any], shapes: Sequence[Sequence[Any]]) -> dict[str, Any]:
@@ -262,10 +297,68 @@ def limit_violations(spec: Mapping[str, Any], symbols: Mapping[str, Any], cdiv: 
     return problems
 
 
+def symbol_values(spec: Mapping[str, Any], shapes: Sequence[Sequence[int | None]],
+                  bound: bool = False) -> dict[str, int | None]:
+    """Symbol -> int, or None where no input gives one: from per-input sizes that are ints or
+    None (unknown). With `bound` the sizes are upper bounds and a symbol met twice keeps the
+    smallest; else it keeps the first known value."""
+    values: dict[str, int | None] = {}
+    for symbol, size in _symbol_sizes(spec, shapes):
+        values.setdefault(symbol, None)
+        known = values[symbol]
+        if size is not None and (known is None or (bound and size < known)):
+            values[symbol] = int(size)
+    return values
+
+
+def _symbol_sizes(spec: Mapping[str, Any], shapes: Sequence[Sequence[Any]]) -> list[tuple[str, Any]]:
+    shape_symbols(spec, shapes)  # counts and ranks
+    return [(symbol, size) for tensor, shape in zip(spec["inputs"], shapes, strict=True)
+            for symbol, size in zip(tensor["shape"], shape, strict=True) if isinstance(symbol, str)]
+
+
+def bound_violations(spec: Mapping[str, Any], upper: Mapping[str, int | None]) -> list[str]:
+    """The spec's limits on upper bounds (symbol -> its largest possible value: a build-time
+    constant or an optimisation profile's max; None where unknown). The limits grow with
+    every symbol, so bounds within them mean every shape is; a limit over an unknown symbol
+    is left to the kernel's own check at run time."""
+    problems = []
+    for formula, most in spec["limits"].items():
+        if any(upper.get(name) is None for name in formula_names(formula)):
+            continue
+        got = evaluate(formula, upper)
+        if got > most:
+            problems.append(f"{spec['op']}: {formula} can reach {got}; the kernel supports at most {most}")
+    return problems
+
+
+def relation_violations(spec: Mapping[str, Any], symbols: Mapping[str, int | None]) -> list[str]:
+    """One message per relation of the spec ("h = f * H": both sides equal, over the shape
+    symbols and the spec's derived symbols) that int `symbols` break; a relation naming an
+    unknown (None) symbol is not checked."""
+    known: dict[str, int] = {k: int(v) for k, v in symbols.items() if v is not None}
+    for name, formula in spec.get("derived", {}).items():
+        if formula_names(formula) <= set(known):
+            known[name] = int(evaluate(formula, known))
+    problems = []
+    for relation, why in spec.get("relations", {}).items():
+        left, right = _sides(relation)
+        involved = formula_names(left) | formula_names(right)
+        if involved <= set(known) and evaluate(left, known) != evaluate(right, known):
+            values = ", ".join(f"{n}={known[n]}" for n in sorted(involved))
+            problems.append(f"{spec['op']}: needs {left} = {right}, got {values}: {why}")
+    return problems
+
+
+def _sides(relation: str) -> tuple[str, str]:
+    left, right = relation.split("=")
+    return left.strip(), right.strip()
+
+
 def check_shapes(spec: Mapping[str, Any], shapes: Sequence[Sequence[int]]) -> dict[str, int]:
-    """The shape symbols of integer input shapes, after the contract's generic checks: ranks,
-    every symbol >= 1, a symbol that appears twice has one value, fixed sizes match, and the
-    spec's limits. Op-specific rules (Warp's pooling factor) are the kernels' own checks."""
+    """The shape symbols of integer input shapes, after the contract's checks: ranks, every
+    symbol >= 1, a symbol that appears twice has one value, fixed sizes match, the spec's
+    limits and its relations (Warp's pooling factor)."""
     symbols = shape_symbols(spec, shapes)
     for tensor, shape in zip(spec["inputs"], shapes, strict=True):
         for symbol, size in zip(tensor["shape"], shape, strict=True):
@@ -276,7 +369,7 @@ def check_shapes(spec: Mapping[str, Any], shapes: Sequence[Sequence[int]]) -> di
     small = [f"{s}={v}" for s, v in symbols.items() if v < 1]
     if small:
         raise KernelError(f"{spec['op']}: every size must be >= 1, got {', '.join(small)}")
-    problems = limit_violations(spec, symbols)
+    problems = limit_violations(spec, symbols) + relation_violations(spec, symbols)
     if problems:
         raise KernelError("; ".join(problems), hint="use the native ops (no plugins) for such shapes")
     return symbols

@@ -65,11 +65,12 @@ def _error_name(error: object) -> str:
     return getattr(error, "name", None) or str(error)
 
 
-def tensorrt_version() -> str | None:
-    """The installed TensorRT's version, or None. Importing `tensorrt` is safe without a GPU;
-    constructing its Runtime or Builder is not, so nothing is constructed here."""
+def tensorrt_version(module: str = "tensorrt") -> str | None:
+    """The installed TensorRT's version (or TensorRT-RTX's: module "tensorrt_rtx"), or None.
+    Importing either is safe without a GPU; constructing its Runtime or Builder is not, so
+    nothing is constructed here."""
     try:
-        import tensorrt
+        found = importlib.import_module(module)
     except ImportError:  # (or tensorrt-lean alone, whose module is tensorrt_lean)
         return None
-    return str(tensorrt.__version__)
+    return str(found.__version__)

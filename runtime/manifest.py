@@ -35,29 +35,41 @@ class TensorInfo:
         return cls(data["name"], data["dtype"], tuple(data["shape"]))
 
 
+ENGINE_RUNTIMES = ("tensorrt", "tensorrt-rtx")  # what runs an engine; a component has one of each at most
+
+
 @dataclass(frozen=True)
 class EngineInfo:
-    """A TensorRT engine of one component: valid only for this TensorRT version and GPU
-    compute capability (the runtime refuses it elsewhere)."""
+    """An engine of one component, for one runtime:
+    - "tensorrt": built on the device, valid only for this TensorRT version and the GPU's
+      compute capability (the runtime refuses it elsewhere);
+    - "tensorrt-rtx": built anywhere (no GPU needed), valid for this TensorRT-RTX version on
+      GPUs of the listed compute capabilities, compiled just-in-time there on first run."""
 
     file: str
     sha256: str
-    tensorrt_version: str
-    compute_capability: str  # "8.7"
+    tensorrt_version: str  # of the runtime: TensorRT's, or TensorRT-RTX's
+    compute_capability: str  # "8.7" (tensorrt); "" for tensorrt-rtx, see compute_capabilities
     plugin_library_sha256: str | None  # the kernel library whose PTX the engine embeds
-    build_key: str  # export.engine.build_key: ONNX, settings, versions, GPU, plugins
+    build_key: str  # mnt.export.tensorrt.builder.build_key: ONNX, settings, versions, GPUs, plugins
     ops: str  # "native": TensorRT's own layers; "plugins": our kernels (mnt::* nodes)
+    runtime: str = "tensorrt"
+    compute_capabilities: tuple[str, ...] = ()  # tensorrt-rtx: the GPUs it was built for
 
     def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "sha256": self.sha256, "tensorrt_version": self.tensorrt_version,
-                "compute_capability": self.compute_capability,
+        data = {"file": self.file, "sha256": self.sha256, "runtime": self.runtime,
+                "tensorrt_version": self.tensorrt_version, "compute_capability": self.compute_capability,
                 "plugin_library_sha256": self.plugin_library_sha256, "build_key": self.build_key,
                 "ops": self.ops}
+        if self.compute_capabilities:
+            data["compute_capabilities"] = list(self.compute_capabilities)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EngineInfo:
         return cls(data["file"], data["sha256"], data["tensorrt_version"], data["compute_capability"],
-                   data.get("plugin_library_sha256"), data["build_key"], data["ops"])
+                   data.get("plugin_library_sha256"), data["build_key"], data["ops"],
+                   data.get("runtime", "tensorrt"), tuple(data.get("compute_capabilities", ())))
 
 
 @dataclass(frozen=True)
@@ -72,7 +84,7 @@ class ComponentInfo:
     dims: dict[str, tuple[int, int]]
     accuracy: dict[str, Any]
     golden: dict[str, str] | None = None  # {"file", "sha256"} of stored inputs and outputs
-    engine: EngineInfo | None = None  # optional: absent until engines are built (schema 1)
+    engines: dict[str, EngineInfo] = field(default_factory=dict)  # runtime -> its engine, once built
     # Plugin variant (`mnt-export build --plugins`): custom node -> count, e.g. {"mnt::Warp": 4}
     custom_ops: dict[str, int] = field(default_factory=dict)
 
@@ -94,8 +106,8 @@ class ComponentInfo:
         }
         if self.golden:
             data["golden"] = self.golden
-        if self.engine:
-            data["engine"] = self.engine.to_json()
+        if self.engines:
+            data["engines"] = {runtime: e.to_json() for runtime, e in self.engines.items()}
         if self.custom_ops:
             data["custom_ops"] = dict(self.custom_ops)
         return data
@@ -109,9 +121,16 @@ class ComponentInfo:
             outputs=tuple(TensorInfo.from_json(t) for t in data["outputs"]),
             dims={k: (v["min"], v["max"]) for k, v in data["dims"].items()},
             accuracy=data["accuracy"], golden=data.get("golden"),
-            engine=EngineInfo.from_json(data["engine"]) if data.get("engine") else None,
+            engines=_engines(data),
             custom_ops=dict(data.get("custom_ops", {})),
         )
+
+
+def _engines(component: dict[str, Any]) -> dict[str, EngineInfo]:
+    engines = {runtime: EngineInfo.from_json(e) for runtime, e in component.get("engines", {}).items()}
+    if component.get("engine"):  # written by mnt 0.1 before TensorRT-RTX: one TensorRT engine
+        engines.setdefault("tensorrt", EngineInfo.from_json(component["engine"]))
+    return engines
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,20 @@ import pytest
 from tests.helpers import SHARED_DATA
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """The tests' own mnt cache folder (engines, kernels, targets), never the user's."""
+    import os
+
+    saved = os.environ.get("MNT_CACHE_DIR")
+    os.environ["MNT_CACHE_DIR"] = str(tmp_path_factory.mktemp("mnt-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("MNT_CACHE_DIR", None)
+    else:
+        os.environ["MNT_CACHE_DIR"] = saved
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     from mnt.export.model.checkpoint import init_reference, save_checkpoint

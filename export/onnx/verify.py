@@ -89,6 +89,10 @@ def report(folder: Path, device: str, rows: list[Row]) -> dict[str, Any]:
             "rows": [{**asdict(r), "drifted": r.drifted} for r in rows], "verdict": verdict(folder, rows)}
 
 
+def _size(path: Path) -> int | None:
+    return path.stat().st_size if path.exists() else None
+
+
 def summarise(folder: Path) -> dict[str, Any]:
     """What `inspect` shows (and `inspect --json` prints), from the folder's manifest."""
     manifest = load_manifest(folder)
@@ -102,7 +106,9 @@ def summarise(folder: Path) -> dict[str, Any]:
             "passed": bool(c.accuracy["passed"]),
             "inputs": [t.to_json() for t in c.inputs], "outputs": [t.to_json() for t in c.outputs],
             "dims": {d: [lo, hi] for d, (lo, hi) in c.dims.items()},
-            "custom_ops": dict(c.custom_ops), "engine": c.engine.to_json() if c.engine else None,
+            "custom_ops": dict(c.custom_ops),
+            "engines": {runtime: {**e.to_json(), "size_bytes": _size(folder / e.file)}
+                        for runtime, e in c.engines.items()},
         })
     return {"folder": str(folder), "tool_version": manifest.tool_version, "precision": manifest.precision,
             "opset": manifest.opset, "checkpoint_sha256": manifest.checkpoint_sha256,
@@ -127,6 +133,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"{c['name']:<22}{c['phase']:<8}{size:>8}{c['psnr_db']:>8.1f}"
                      f"{c['max_abs_error']:>10.2e}"
                      f"{'pass' if c['passed'] else 'FAIL':>6}  {shapes}{more} [{dims}]")
+    engines = [e for c in summary["components"] for e in c["engines"].values()]
+    if engines:
+        lines.append(f"{'engine':<34}{'runtime':<14}{'version':<12}{'size MB':>8}  GPUs (compute capability)")
+    for e in engines:
+        size = "-" if e["size_bytes"] is None else f"{e['size_bytes'] / 1e6:.1f}"
+        gpus = ", ".join(e.get("compute_capabilities") or [e["compute_capability"]])
+        lines.append(f"{e['file']:<34}{e['runtime']:<14}{e['tensorrt_version']:<12}{size:>8}  {gpus}"
+                     + (" (our plugins)" if e["ops"] == "plugins" else ""))
     return "\n".join(lines)
 
 

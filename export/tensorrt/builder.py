@@ -35,7 +35,10 @@ if TYPE_CHECKING:
     import tensorrt as trt
 
 ENGINE_OPS = ("native", "plugins")
-KEY_VERSION = 1  # bump when the meaning of a key's inputs changes
+ENGINE_RUNTIMES = ("tensorrt", "tensorrt-rtx")
+# TensorRT-RTX's default targets: Ampere, Ada, Blackwell RTX GPUs (7.5, Turing, on request).
+RTX_CAPABILITIES = ("8.0", "8.6", "8.9", "12.0")
+KEY_VERSION = 2  # bump when the meaning of a key's inputs changes
 Log = Callable[[str], None]
 
 
@@ -44,6 +47,8 @@ class EngineSettings:
     """Everything about a build that changes the engine, besides ONNX, TensorRT and GPU."""
 
     ops: str = "native"
+    runtime: str = "tensorrt"  # or "tensorrt-rtx": portable engines, built without a GPU
+    compute_capabilities: tuple[str, ...] = RTX_CAPABILITIES  # tensorrt-rtx only
     opt: int = 1  # the profile's optimum for every dynamic axis: K = 1 is the common case
     optimization_level: int = 3  # TensorRT's default; 5 searches longer
     workspace_mib: int = 2048  # cap on the builder's scratch memory (Orin Nano has 8 GiB in all)
@@ -51,27 +56,59 @@ class EngineSettings:
     def __post_init__(self) -> None:
         if self.ops not in ENGINE_OPS:
             raise ExportError(f"unknown engine ops {self.ops!r}; choose one of {', '.join(ENGINE_OPS)}")
+        if self.runtime not in ENGINE_RUNTIMES:
+            raise ExportError(f"unknown engine runtime {self.runtime!r}; choose one of "
+                              f"{', '.join(ENGINE_RUNTIMES)}")
+        if self.runtime == "tensorrt":  # its engines are for the GPU they are built on
+            object.__setattr__(self, "compute_capabilities", ())
 
 
 @dataclass(frozen=True)
 class BuildTarget:
     """The machine an engine is built on, and only valid on."""
 
-    tensorrt_version: str
-    compute_capability: str
+    tensorrt_version: str  # of the runtime that builds (and must run) the engine
+    compute_capability: str  # tensorrt: this GPU's; tensorrt-rtx: the list, comma-separated
     gpu_name: str = ""
+    runtime: str = "tensorrt"
 
 
-def engines_unavailable() -> str | None:
-    """None when engines can be built here (TensorRT and a GPU), else why not; the backend
-    registry's answer for TensorRT, without a folder."""
+def rtx_capabilities(text: str) -> tuple[str, ...]:
+    """'80,86,89,120' (or '8.0,8.6') -> ('8.0', '8.6', '8.9', '12.0'), each one TensorRT-RTX
+    can target; ExportError naming the bad one."""
+    known = {"75": "7.5", "80": "8.0", "86": "8.6", "89": "8.9", "120": "12.0", "121": "12.1"}
+    found = []
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        cc = known.get(item.replace(".", ""))
+        if cc is None:
+            raise ExportError(f"TensorRT-RTX cannot target compute capability {item!r}",
+                              hint=f"choose from {', '.join(known)} (Turing 75, Ampere 80/86, Ada 89, "
+                                   "Blackwell 120/121; no Hopper or Jetson)")
+        found.append(cc)
+    if not found:
+        raise ExportError("no compute capabilities given", hint="e.g. --compute-capabilities 80,86,89,120")
+    return tuple(sorted(set(found), key=float))
+
+
+def engines_unavailable(runtime: str = "tensorrt") -> str | None:
+    """None when engines of `runtime` can be built here, else why not. TensorRT needs itself
+    and a GPU (the registry's answer without a folder); TensorRT-RTX builds ahead of time
+    without a GPU, so it needs only its module."""
+    if runtime == "tensorrt-rtx":
+        if tensorrt_version("tensorrt_rtx") is None:
+            return "TensorRT-RTX is not installed (pip install 'mnt[rtx]')"
+        return None
     return registry.unavailable("tensorrt")
 
 
-def current_target() -> BuildTarget:
-    reason = engines_unavailable()
+def current_target(settings: EngineSettings = EngineSettings()) -> BuildTarget:
+    reason = engines_unavailable(settings.runtime)
+    label = "TensorRT-RTX" if settings.runtime == "tensorrt-rtx" else "TensorRT"
     if reason:
-        raise ExportError(f"cannot build TensorRT engines here: {reason}")
+        raise ExportError(f"cannot build {label} engines here: {reason}")
+    if settings.runtime == "tensorrt-rtx":
+        return BuildTarget(str(tensorrt_version("tensorrt_rtx")), ",".join(settings.compute_capabilities),
+                           runtime="tensorrt-rtx")
     probe = probe_gpu()
     return BuildTarget(str(tensorrt_version()), probe.compute_capability, probe.name)
 
@@ -99,7 +136,7 @@ def build_key(onnx_sha256: str, settings: EngineSettings, target: BuildTarget,
               plugin_library_sha256: str | None, profile: dict[str, Any] | None = None) -> str:
     """sha256 over every input that changes the engine; equal keys may share one engine."""
     material = {"key_version": KEY_VERSION, "onnx_sha256": onnx_sha256, "settings": asdict(settings),
-                "tensorrt_version": target.tensorrt_version,
+                "runtime": target.runtime, "tensorrt_version": target.tensorrt_version,
                 "compute_capability": target.compute_capability,
                 "plugin_library_sha256": plugin_library_sha256, "profile": profile}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
@@ -114,7 +151,9 @@ def cache_root() -> Path:
 def timing_cache_path(target: BuildTarget) -> Path:
     """One timing cache per TensorRT version and GPU kind: tactic timings transfer between
     builds on the same machine, never across versions or GPUs."""
-    return cache_root() / f"timing-trt{target.tensorrt_version}-sm{target.compute_capability}.cache"
+    gpus = target.compute_capability.replace(",", "-")
+    runtime = "rtx" if target.runtime == "tensorrt-rtx" else "trt"
+    return cache_root() / f"timing-{runtime}{target.tensorrt_version}-sm{gpus}.cache"
 
 
 def engine_cache_path(key: str) -> Path:
@@ -140,20 +179,23 @@ def build_engine(onnx_path: Path, info: ComponentInfo, settings: EngineSettings,
         if register_plugins is not None:
             register_plugins()
         started = time.perf_counter()
-        log(f"{info.name}: building a TensorRT {target.tensorrt_version} engine for sm_"
-            f"{target.compute_capability.replace('.', '')} ({settings.ops} ops, profile "
-            f"{_describe_profile(info)}) ...")
+        label = "TensorRT-RTX" if target.runtime == "tensorrt-rtx" else "TensorRT"
+        gpus = ", ".join(f"sm_{cc.replace('.', '')}" for cc in target.compute_capability.split(","))
+        log(f"{info.name}: building a {label} {target.tensorrt_version} engine for {gpus} ({settings.ops} "
+            f"ops, profile {_describe_profile(info)}) ...")
         serialized = _compile(onnx_path, info, settings, target, profile, log)
         cached.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cached) as temporary:
             temporary.write_bytes(serialized)
-        log(f"{info.name}: engine built in {time.perf_counter() - started:.0f} s "
+        log(f"{info.name}: engine built in {time.perf_counter() - started:.1f} s "
             f"({len(serialized) / 1e6:.1f} MB)")
     with atomic_path(out) as temporary:
         shutil.copyfile(cached, temporary)
+    rtx = target.runtime == "tensorrt-rtx"
     return EngineInfo(file=out.name, sha256=sha256_file(out), tensorrt_version=target.tensorrt_version,
-                      compute_capability=target.compute_capability,
-                      plugin_library_sha256=plugin_library_sha256, build_key=key, ops=settings.ops)
+                      compute_capability="" if rtx else target.compute_capability,
+                      plugin_library_sha256=plugin_library_sha256, build_key=key, ops=settings.ops,
+                      runtime=target.runtime, compute_capabilities=settings.compute_capabilities)
 
 
 def skipped_line(folder: Path, reason: str) -> str:
@@ -172,13 +214,20 @@ def kernels_folder(kernels: Path | None) -> Path:
     return found
 
 
-def engines_or_skip(folder: Path, kernels: Path | None = None, log: Log = print) -> str:
-    """Build the folder's engines when TensorRT and a GPU are here; -> the closing line
-    (the one line saying they were skipped, why, and how to build them elsewhere)."""
+def engines_or_skip(folder: Path, kernels: Path | None = None, log: Log = print,
+                    settings: EngineSettings = EngineSettings()) -> str:
+    """TensorRT engines: built when TensorRT and a GPU are here; -> the closing line (the
+    one line saying they were skipped, why, and how to build them elsewhere). TensorRT-RTX
+    engines are built on any machine, and a missing module is an error, not a skip."""
+    if settings.runtime == "tensorrt-rtx":
+        build_engines(folder, settings, kernels, log)
+        return (f"TensorRT-RTX engines for compute capability {', '.join(settings.compute_capabilities)} "
+                f"written to {folder}; run them on an RTX PC with `mnt-run --backend tensorrt-rtx "
+                f"--artifacts {folder}`")
     reason = engines_unavailable()
     if reason:
         return skipped_line(folder, reason)
-    build_engines(folder, kernels=kernels, log=log)
+    build_engines(folder, settings, kernels, log)
     return (f"TensorRT engines written to {folder}; run them with "
             f"`mnt-run --backend tensorrt --artifacts {folder}`")
 
@@ -205,9 +254,18 @@ def build_engines(folder: Path, settings: EngineSettings = EngineSettings(), ker
     are (plugin-variant components with our plugins, the others with native layers); then
     the manifest is rewritten (atomically) with the engine entries."""
     manifest = load_manifest(folder)
-    target = current_target()
-    log(f"TensorRT {target.tensorrt_version} on {target.gpu_name} (compute capability "
-        f"{target.compute_capability}); timing cache {timing_cache_path(target)}")
+    rtx = settings.runtime == "tensorrt-rtx"
+    if rtx and any(c.custom_ops for c in manifest.components.values()):
+        raise ExportError(f"{folder} is a plugin variant (mnt:: nodes), which TensorRT-RTX cannot build",
+                          hint="TensorRT-RTX's Python package has no plugin API (tensorrt_rtx.plugin does "
+                               "not import): build the standard graphs, without --plugins, for it")
+    target = current_target(settings)
+    if rtx:
+        log(f"TensorRT-RTX {target.tensorrt_version}, ahead of time for compute capability "
+            f"{', '.join(settings.compute_capabilities)}")
+    else:
+        log(f"TensorRT {target.tensorrt_version} on {target.gpu_name} (compute capability "
+            f"{target.compute_capability}); timing cache {timing_cache_path(target)}")
     plugin_sha: str | None = None
     register: Callable[[], None] | None = None
     if any(c.custom_ops for c in manifest.components.values()):
@@ -220,12 +278,13 @@ def build_engines(folder: Path, settings: EngineSettings = EngineSettings(), ker
     for name, info in manifest.components.items():
         plugins = bool(info.custom_ops)
         ops = "plugins" if plugins else "native"
+        file = f"{name}.rtx.engine" if rtx else f"{name}.engine"
         engine = build_engine(folder / info.file, info, replace(settings, ops=ops), target,
-                              folder / f"{name}.engine", plugin_sha if plugins else None,
+                              folder / file, plugin_sha if plugins else None,
                               register if plugins else None, log)
-        components[name] = replace(info, engine=engine)
+        components[name] = replace(info, engines={**info.engines, settings.runtime: engine})
     updated = replace(manifest, components=components,
-                      versions={**manifest.versions, "tensorrt": target.tensorrt_version})
+                      versions={**manifest.versions, settings.runtime: target.tensorrt_version})
     updated.write(folder)
     return updated
 
@@ -263,9 +322,8 @@ def plugin_onnx_bytes(onnx_path: Path) -> bytes:
 
 def _compile(onnx_path: Path, info: ComponentInfo, settings: EngineSettings, target: BuildTarget,
              profile: dict[str, tuple[tuple[int, ...], ...]], log: Log) -> bytes:
-    import tensorrt as trt
-
-    logger = trt.Logger(trt.Logger.WARNING)
+    trt = _module(target.runtime)
+    logger = _logger(trt)
     builder = trt.Builder(logger)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     if settings.ops == "plugins":  # our plugins define only an AOT implementation; say so anyway
@@ -275,38 +333,81 @@ def _compile(onnx_path: Path, info: ComponentInfo, settings: EngineSettings, tar
     model = plugin_onnx_bytes(onnx_path) if settings.ops == "plugins" else onnx_path.read_bytes()
     if not parser.parse(model, str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ExportError(f"{info.name}: TensorRT's ONNX parser rejected {onnx_path.name}: {errors}")
-    _check_network_io(network, info)
+        label = "TensorRT-RTX" if target.runtime == "tensorrt-rtx" else "TensorRT"
+        raise ExportError(f"{info.name}: {label}'s ONNX parser rejected {onnx_path.name}: {errors}")
+    _check_network_io(network, info, trt)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
     config.builder_optimization_level = settings.optimization_level
     config.clear_flag(trt.BuilderFlag.TF32)  # on by default: a silent FP32 -> TF32 lowering
+    if target.runtime == "tensorrt-rtx":  # ahead of time, for GPUs that need not be here
+        capabilities = settings.compute_capabilities
+        config.num_compute_capabilities = len(capabilities)
+        for i, cc in enumerate(capabilities):
+            config.set_compute_capability(getattr(trt.ComputeCapability, "SM" + cc.replace(".", "")), i)
     optimisation = builder.create_optimization_profile()
     for name, (lo, opt, hi) in profile.items():
         optimisation.set_shape(name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
     config.add_optimization_profile(optimisation)
-    timing_path = timing_cache_path(target)
-    timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
-    config.set_timing_cache(timing, False)
-    monitor = _progress_monitor(info.name, log)
+    # TensorRT-RTX's ahead-of-time build times no tactics (no GPU needed), so it keeps no
+    # timing cache: one it wrote fails to load again without a GPU.
+    timing_path = timing_cache_path(target) if target.runtime == "tensorrt" else None
+    if timing_path is not None:
+        timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
+        config.set_timing_cache(timing, False)
+    monitor = _progress_monitor(info.name, log, trt)
     config.progress_monitor = monitor
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise ExportError(f"{info.name}: TensorRT could not build an engine (its log above says why)",
-                          hint="free GPU memory and rerun, or build from Python with more workspace or "
-                               "a lower optimisation level: mnt.export.tensorrt.builder.build_engines("
-                               "folder, EngineSettings(workspace_mib=4096, optimization_level=1))")
-    timing_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(timing_path) as temporary:
-        temporary.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
+        why = logger.errors[-1] if logger.errors else "see its log above"
+        if target.runtime == "tensorrt-rtx":
+            hint = ("TensorRT-RTX cannot compile FP32 matrix products (the FP16 graphs' FP32 islands) "
+                    "for Turing: leave 75 out of --compute-capabilities" if "Turing" in why
+                    else "build the standard graphs (no --plugins) with fewer --compute-capabilities")
+        else:
+            hint = ("free GPU memory and rerun, or build from Python with more workspace or a lower "
+                    "optimisation level: mnt.export.tensorrt.builder.build_engines(folder, "
+                    "EngineSettings(workspace_mib=4096, optimization_level=1))")
+        label = "TensorRT-RTX" if target.runtime == "tensorrt-rtx" else "TensorRT"
+        raise ExportError(f"{info.name}: {label} could not build an engine: {why}", hint=hint)
+    if timing_path is not None:
+        timing_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(timing_path) as temporary:
+            temporary.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
     return bytes(memoryview(serialized))
 
 
-def _check_network_io(network: trt.INetworkDefinition, info: ComponentInfo) -> None:
+def _logger(trt: Any) -> Any:
+    """TensorRT's warnings and errors on stderr, as its own logger prints them, with the
+    errors also kept, so that a failed build can say why in its one line."""
+    import sys
+
+    class Recorder(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity <= trt.ILogger.Severity.WARNING:
+                print(f"[TRT] {msg}", file=sys.stderr)
+            if severity <= trt.ILogger.Severity.ERROR:
+                self.errors.append(" ".join(msg.split()))
+
+    return Recorder()
+
+
+def _module(runtime: str) -> Any:
+    """The Python module that builds engines for `runtime`: TensorRT's and TensorRT-RTX's
+    builder APIs are the same, so one code path serves both."""
+    import importlib
+
+    return importlib.import_module("tensorrt_rtx" if runtime == "tensorrt-rtx" else "tensorrt")
+
+
+def _check_network_io(network: trt.INetworkDefinition, info: ComponentInfo, trt: Any) -> None:
     """The parsed network must have the manifest's inputs and outputs with its dtypes: the
     strongly typed build keeps them, and the runtime binds buffers by these names."""
     import numpy as np
-    import tensorrt as trt
 
     got = {}
     for i in range(network.num_inputs):
@@ -321,9 +422,8 @@ def _check_network_io(network: trt.INetworkDefinition, info: ComponentInfo) -> N
                           f"manifest's {want}")
 
 
-def _progress_monitor(component: str, log: Log) -> trt.IProgressMonitor:
+def _progress_monitor(component: str, log: Log, trt: Any) -> Any:
     """Top-level build phases as progress lines (TensorRT calls this from its threads)."""
-    import tensorrt as trt
 
     class Progress(trt.IProgressMonitor):
         def __init__(self) -> None:

@@ -18,6 +18,7 @@ the decorated functions' annotations as objects.
 """
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,17 +28,20 @@ from mnt.export.errors import ExportError
 from mnt.kernels.errors import KernelError
 from mnt.kernels.spec import (
     OPS,
+    bound_violations,
     dtypes,
     evaluate,
-    limit_violations,
     onnx_name,
     op_spec,
+    relation_violations,
     scalar_args,
     shape_symbols,
+    symbol_values,
     validate_spec,
 )
 
 _registered: str | None = None  # the kernel folder registered in this process
+AOT_TENSORRT = (10, 9)  # the first TensorRT with ahead-of-time Python plugins (tensorrt.plugin: 10.6)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class PluginKernels:
     sha256: str  # of kernels.json, which holds the sha256 of every file of the library
     specs: dict[str, dict[str, Any]]
     kernels: dict[tuple[str, str], AotKernel]
+    nvcc_version: str = ""  # the toolkit that wrote the PTX, from kernels.json
 
     def launch(self, op: str, dtype: str, shapes: Sequence[Sequence[Any]],
                cdiv: Callable[[Any, Any], Any]) -> tuple[AotKernel, tuple[Any, Any, Any], list[Any]]:
@@ -121,7 +126,65 @@ def load_plugin_kernels(folder: Path) -> PluginKernels:
                 block=(int(launch["block"][0]), int(launch["block"][1]), int(launch["block"][2])),
                 shared_bytes=int(launch.get("shared_bytes", 0)))
     digest = hashlib.sha256((folder / MANIFEST_NAME).read_bytes()).hexdigest()
-    return PluginKernels(folder, digest, specs, kernels)
+    return PluginKernels(folder, digest, specs, kernels, str(manifest.get("nvcc_version", "")))
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """(10, 3, 0, 30) from "10.3.0.30" (a suffix such as "post1" or "+cuda12" ends it)."""
+    numbers = []
+    for part in text.split("."):
+        match = re.match(r"\d+", part)
+        if not match:
+            break
+        numbers.append(int(match.group()))
+        if match.end() < len(part):
+            break
+    return tuple(numbers)
+
+
+def driver_cuda_version() -> int | None:
+    """The CUDA version of the installed driver (12060 for 12.6), None without a driver."""
+    from mnt.runtime.gpu import cuda_runtime
+
+    cudart = cuda_runtime()
+    if cudart is None:
+        return None
+    try:
+        error, found = cudart.cudaDriverGetVersion()
+    except Exception:  # a broken CUDA install raises from inside the bindings
+        return None
+    return int(found) if int(error) == 0 and int(found) > 0 else None
+
+
+def check_ptx_loads(kernels: PluginKernels, driver: int) -> None:
+    """ExportError unless this driver (cudaDriverGetVersion's 12060) can JIT-compile every
+    op's PTX: its `.version` (the PTX ISA) came with a CUDA release, and older drivers refuse
+    it when the engine loads its kernels."""
+    from mnt.kernels.build import PTX_ISA_CUDA, ptx_isa_version, ptx_needs_cuda
+
+    have = (driver // 1000, driver % 1000 // 10)
+    toolkit = f"nvcc {kernels.nvcc_version}" if kernels.nvcc_version else "an unrecorded nvcc"
+    seen: set[str] = set()
+    for (op, _), kernel in sorted(kernels.kernels.items()):
+        if op in seen:
+            continue
+        seen.add(op)
+        path = kernels.folder / kernels.specs[op]["ptx"]
+        rebuild = f"`mnt-export kernels --out {kernels.folder} --force`"
+        try:
+            isa = ptx_isa_version(kernel.ptx)
+        except KernelError as err:
+            raise ExportError(f"{path}: {err}", hint=f"rebuild it with {rebuild}") from err
+        need = ptx_needs_cuda(isa, kernels.nvcc_version)
+        if have < need:
+            known = "" if isa in PTX_ISA_CUDA else " (newer than this mnt's table)"
+            raise ExportError(
+                f"{path} is PTX ISA {isa[0]}.{isa[1]}{known}, written by {toolkit}: it needs a CUDA "
+                f"{need[0]}.{need[1]} driver or newer to load, and this machine's driver is CUDA "
+                f"{have[0]}.{have[1]}",
+                hint=f"rebuild the kernel library with a CUDA toolkit no newer than the driver (CUDA "
+                     f"{have[0]}.{have[1]}; JetPack's is /usr/local/cuda/bin): put its nvcc first on PATH or "
+                     f"set CUDA_HOME, then {rebuild}; or update the NVIDIA driver")
 
 
 # --- registration with TensorRT -----------------------------------------------------------
@@ -135,15 +198,29 @@ def register_plugins(kernels: PluginKernels) -> None:
         raise ExportError(f"TensorRT plugins are already registered from {_registered} in this process; "
                           f"cannot switch to {kernels.folder}")
     import tensorrt as trt
-    import tensorrt.plugin as trtp
 
+    # tensorrt.plugin itself appeared in 10.6: check the version before importing it.
+    found = str(getattr(trt, "__version__", "unknown"))
+    if version_tuple(found)[:2] < AOT_TENSORRT:
+        raise _no_aot_plugins(found)
+    driver = driver_cuda_version()
+    if driver is not None:
+        check_ptx_loads(kernels, driver)
+    try:
+        import tensorrt.plugin as trtp
+    except ImportError as err:
+        raise _no_aot_plugins(found) from err
     if not hasattr(trtp, "aot_impl"):
-        raise ExportError(f"TensorRT {trt.__version__} has no ahead-of-time Python plugins (they came "
-                          "with TensorRT 10.9)",
-                          hint="build the artefacts without --plugins (TensorRT's native layers), or "
-                               "install TensorRT >= 10.9")
+        raise _no_aot_plugins(found)
     _define(trt, trtp, kernels)
     _registered = str(kernels.folder)
+
+
+def _no_aot_plugins(found: str) -> ExportError:
+    return ExportError(f"TensorRT {found} has no ahead-of-time Python plugins (they came with TensorRT "
+                       f"{AOT_TENSORRT[0]}.{AOT_TENSORRT[1]}; JetPack 6 has 10.3)",
+                       hint="build the artefacts without --plugins (TensorRT's native layers), or "
+                            f"install TensorRT >= {AOT_TENSORRT[0]}.{AOT_TENSORRT[1]}")
 
 
 def _dtype_name(trt: Any, dtype: Any) -> str:
@@ -178,15 +255,41 @@ def _constant(expr: Any) -> int | None:
     return int(expr.constant_value())
 
 
-def _aot_result(trt: Any, trtp: Any, kernels: PluginKernels, op: str, inputs: Sequence[Any]) -> Any:
-    """What an aot_impl returns: (kernel name, PTX, launch parameters, int32 arguments),
-    after the spec's shape limits (for the dimensions known at build time)."""
-    spec = kernels.specs[op]
-    dtype = _check_dtypes(trt, spec, inputs)
+def _upper(desc: Any, index: int) -> int | None:
+    """The largest value dimension `index` of an input takes: a build-time constant, else
+    the optimisation profile's max (TensorRT gives aot_impl the profile's min, opt and max
+    through `desc.shape`), else None."""
+    constant = _constant(desc.shape_expr[index])
+    if constant is not None:
+        return constant
+    if not getattr(desc, "has_shape", False):
+        return None
+    shape = desc.shape
+    size = int(shape.max[index]) if shape.is_dynamic else int(shape[index])
+    return size if size >= 0 else None
+
+
+def _check_shapes(spec: dict[str, Any], inputs: Sequence[Any]) -> None:
+    """ValueError (TensorRT reports it and fails the build) when the inputs break the spec:
+    its limits on each dimension's largest value (constant or profile max) and its relations
+    between dimensions known at build time. What is known only at run time the kernels check
+    themselves (NaN output, never a truncated sum or an endless loop)."""
     shapes = [list(t.shape_expr) for t in inputs]
-    problems = limit_violations(spec, shape_symbols(spec, shapes), trtp.cdiv, _constant)
+    constants = symbol_values(spec, [[_constant(e) for e in shape] for shape in shapes])
+    upper = symbol_values(spec, [[_upper(t, i) for i in range(len(shape))]
+                                 for t, shape in zip(inputs, shapes, strict=True)], bound=True)
+    problems = bound_violations(spec, upper) + relation_violations(spec, constants)
     if problems:
         raise ValueError("; ".join(problems))
+
+
+def _aot_result(trt: Any, trtp: Any, kernels: PluginKernels, op: str, inputs: Sequence[Any]) -> Any:
+    """What an aot_impl returns: (kernel name, PTX, launch parameters, int32 arguments),
+    after the spec's shape checks (_check_shapes)."""
+    spec = kernels.specs[op]
+    dtype = _check_dtypes(trt, spec, inputs)
+    _check_shapes(spec, inputs)
+    shapes = [list(t.shape_expr) for t in inputs]
     kernel, grid, args = kernels.launch(op, dtype, shapes, trtp.cdiv)
     launch = trtp.KernelLaunchParams()
     launch.grid_x, launch.grid_y, launch.grid_z = grid
@@ -205,6 +308,7 @@ def _define(trt: Any, trtp: Any, kernels: PluginKernels) -> None:
     @trtp.register(onnx_name(warp))
     def warp_desc(features: trtp.TensorDesc, flow: trtp.TensorDesc) -> trtp.TensorDesc:
         _check_dtypes(trt, warp, (features, flow))
+        _check_shapes(warp, (features, flow))  # the constants, at network definition
         return features.like()
 
     @trtp.aot_impl(onnx_name(warp))
@@ -216,6 +320,7 @@ def _define(trt: Any, trtp: Any, kernels: PluginKernels) -> None:
     def attention_desc(query: trtp.TensorDesc, keys: trtp.TensorDesc,
                        values: trtp.TensorDesc) -> trtp.TensorDesc:
         _check_dtypes(trt, attention, (query, keys, values))
+        _check_shapes(attention, (query, keys, values))
         q, v = query.shape_expr, values.shape_expr
         return trtp.from_shape_expr((q[0], q[1], v[2]), dtype=query.dtype)
 

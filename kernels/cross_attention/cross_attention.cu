@@ -19,11 +19,26 @@ MNT_UNROLL
     return v;
 }
 
+// Shapes the kernel cannot run (a TensorRT AOT launch reaches the kernel unchecked): every
+// output element of the block's rows becomes NaN instead of truncated sums or a tile loop
+// that never advances.
+template <typename T>
+__device__ void mnt_cross_attention_refuse(T* out, int Lq, int Dv) {
+    const int lane = threadIdx.x % MNT_ATTN_LANES, row = blockIdx.x * MNT_ATTN_WARPS + threadIdx.x / MNT_ATTN_LANES;
+    if (row >= Lq) return;
+    T* out_row = out + ((long long)blockIdx.y * Lq + row) * Dv;
+    for (int d = lane; d < Dv; d += MNT_ATTN_LANES) mnt_store(out_row + d, mnt_nan());
+}
+
 template <typename T>
 __device__ __forceinline__ void mnt_cross_attention_block(const T* __restrict__ query, const T* __restrict__ keys,
                                                           const T* __restrict__ values, T* __restrict__ out,
-                                                          int Lq, int Lk, int D, int Dv) {
+                                                          int B, int Lq, int Lk, int D, int Dv) {
     __shared__ __align__(16) unsigned char smem[MNT_ATTN_SMEM_BYTES];
+    if (mnt_attn_check_launch(B, Lq, Lk, D, Dv, (int)sizeof(T)) != MNT_OK) {  // the same for the whole block
+        mnt_cross_attention_refuse(out, Lq, Dv);
+        return;
+    }
     T* k_tile = reinterpret_cast<T*>(smem);
     const int tile = mnt_attn_key_tile(D, Dv, (int)sizeof(T));
     T* v_tile = k_tile + tile * D;
@@ -64,21 +79,19 @@ MNT_UNROLL
 extern "C" __global__ void __launch_bounds__(MNT_ATTN_BLOCK)
 mnt_cross_attention_kernel_f32(const float* query, const float* keys, const float* values, int B, int Lq, int Lk,
                                int D, int Dv, float* out) {
-    (void)B;
-    mnt_cross_attention_block(query, keys, values, out, Lq, Lk, D, Dv);
+    mnt_cross_attention_block(query, keys, values, out, B, Lq, Lk, D, Dv);
 }
 
 extern "C" __global__ void __launch_bounds__(MNT_ATTN_BLOCK)
 mnt_cross_attention_kernel_f16(const __half* query, const __half* keys, const __half* values, int B, int Lq,
                                int Lk, int D, int Dv, __half* out) {
-    (void)B;
-    mnt_cross_attention_block(query, keys, values, out, Lq, Lk, D, Dv);
+    mnt_cross_attention_block(query, keys, values, out, B, Lq, Lk, D, Dv);
 }
 
 template <typename T, typename Kernel>
 static int mnt_cross_attention_launch(Kernel kernel, const T* query, const T* keys, const T* values, int B,
                                       int Lq, int Lk, int D, int Dv, T* out, cudaStream_t stream) {
-    if (mnt_attn_check(B, Lq, Lk, D, Dv) != MNT_OK) return (int)cudaErrorInvalidValue;
+    if (mnt_attn_check_launch(B, Lq, Lk, D, Dv, (int)sizeof(T)) != MNT_OK) return (int)cudaErrorInvalidValue;
     const dim3 grid(mnt_attn_grid_x(Lq), B);
     kernel<<<grid, MNT_ATTN_BLOCK, 0, stream>>>(query, keys, values, B, Lq, Lk, D, Dv, out);
     return (int)cudaGetLastError();

@@ -21,7 +21,7 @@
 #define MNT_ATTN_MAX_DIM (MNT_ATTN_LANES * MNT_ATTN_SLOTS)
 #define MNT_ATTN_WARPS 4                                   // query rows per block, one per warp
 #define MNT_ATTN_BLOCK (MNT_ATTN_WARPS * MNT_ATTN_LANES)
-#define MNT_ATTN_MAX_TILE 16                               // keys per tile, at most (registers: 157 on sm_90)
+#define MNT_ATTN_MAX_TILE 16                               // keys per tile, at most (registers: 154 on sm_90)
 #define MNT_ATTN_SMEM_BYTES 32768                          // static shared memory for a K and a V tile
 
 // 0 when query (B, Lq, D), keys (B, Lk, D), values (B, Lk, Dv) make a valid CrossAttention.
@@ -32,10 +32,21 @@ MNT_HD inline int mnt_attn_check(int B, int Lq, int Lk, int D, int Dv) {
     return MNT_OK;
 }
 
-// Keys per shared-memory tile: as many K and V rows of storage size `elem` as fit, at most MNT_ATTN_MAX_TILE.
+// Keys per shared-memory tile: as many K and V rows of storage size `elem` as fit, at most
+// MNT_ATTN_MAX_TILE; 0 when not one row fits (mnt_attn_check_launch refuses that: the tile
+// loop advances by it).
 MNT_HD inline int mnt_attn_key_tile(int D, int Dv, int elem) {
-    int tile = MNT_ATTN_SMEM_BYTES / ((D + Dv) * elem);
-    return tile < MNT_ATTN_MAX_TILE ? tile : MNT_ATTN_MAX_TILE;
+    const long long row = ((long long)D + Dv) * elem;
+    if (row <= 0 || row > MNT_ATTN_SMEM_BYTES) return 0;
+    const long long tile = MNT_ATTN_SMEM_BYTES / row;
+    return tile < MNT_ATTN_MAX_TILE ? (int)tile : MNT_ATTN_MAX_TILE;
+}
+
+// 0 when a kernel with storage of `elem` bytes runs these shapes: mnt_attn_check, and at
+// least one key per shared-memory tile. The launchers and the kernels themselves check it.
+MNT_HD inline int mnt_attn_check_launch(int B, int Lq, int Lk, int D, int Dv, int elem) {
+    if (mnt_attn_check(B, Lq, Lk, D, Dv) != MNT_OK) return MNT_ERROR_INVALID_VALUE;
+    return mnt_attn_key_tile(D, Dv, elem) >= 1 ? MNT_OK : MNT_ERROR_INVALID_VALUE;
 }
 
 MNT_HD inline int mnt_attn_grid_x(int Lq) { return mnt_ceil_div(Lq, MNT_ATTN_WARPS); }

@@ -11,7 +11,13 @@
 
 template <typename T>
 __device__ __forceinline__ void mnt_warp_thread(const T* __restrict__ features, const float* __restrict__ flow,
-                                                T* __restrict__ out, int N, int C, int H, int W, int h) {
+                                                T* __restrict__ out, int N, int C, int H, int W, int h, int w) {
+    // A TensorRT AOT launch reaches the kernel with no host check: refuse here (NaN output)
+    // rather than read the flow out of bounds.
+    if (mnt_warp_check(N, C, H, W, h, w) != MNT_OK) {
+        mnt_warp_refuse(out, (long long)blockIdx.x * blockDim.x + threadIdx.x, N, C, H, W);
+        return;
+    }
     const int index = blockIdx.x * blockDim.x + threadIdx.x;
     const int pixels = H * W;
     if (index >= N * pixels) return;  // N*H*W fits int32: mnt_warp_check
@@ -21,20 +27,17 @@ __device__ __forceinline__ void mnt_warp_thread(const T* __restrict__ features, 
 
 // Kernel arguments in the order TensorRT's ahead-of-time plugins launch with: the input
 // pointers in op order, the int32 shapes (the plugin's extra arguments), then the output
-// pointer. w is implied by h / H and checked by the launcher; it is passed so every shape of
-// the op reaches the kernel.
+// pointer. Every shape reaches the kernel, which checks them (w = f * W included).
 extern "C" __global__ void __launch_bounds__(MNT_WARP_BLOCK)
 mnt_warp_kernel_f32(const float* features, const float* flow, int N, int C, int H, int W, int h, int w,
                     float* out) {
-    (void)w;
-    mnt_warp_thread(features, flow, out, N, C, H, W, h);
+    mnt_warp_thread(features, flow, out, N, C, H, W, h, w);
 }
 
 extern "C" __global__ void __launch_bounds__(MNT_WARP_BLOCK)
 mnt_warp_kernel_f16(const __half* features, const float* flow, int N, int C, int H, int W, int h, int w,
                     __half* out) {
-    (void)w;
-    mnt_warp_thread(features, flow, out, N, C, H, W, h);
+    mnt_warp_thread(features, flow, out, N, C, H, W, h, w);
 }
 
 template <typename T, typename Kernel>

@@ -19,6 +19,18 @@ MNT_HD inline int mnt_warp_check(int N, int C, int H, int W, int h, int w) {
     return MNT_OK;
 }
 
+// Output pixel `index` (of N*H*W) over all C channels set to NaN: what the kernel writes
+// when it refuses its shape arguments (mnt_warp_check), for as far as they address `out`.
+template <typename T>
+MNT_HD inline void mnt_warp_refuse(T* out, long long index, int N, int C, int H, int W) {
+    if (N < 1 || C < 1 || H < 1 || W < 1) return;
+    const long long hw = (long long)H * W;
+    if (index < 0 || index >= N * hw) return;
+    const long long n = index / hw;
+    T* dst = out + n * C * hw + (index - n * hw);
+    for (int c = 0; c < C; ++c) mnt_store(dst + c * hw, mnt_nan());
+}
+
 MNT_HD inline int mnt_warp_grid(int N, int H, int W) {
     return mnt_ceil_div((long long)N * H * W, MNT_WARP_BLOCK);
 }

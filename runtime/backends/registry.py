@@ -71,42 +71,61 @@ def _make_ort(device: str) -> Callable[..., dict[str, Backend]]:
     return make
 
 
-def _tensorrt_unavailable(folder: Path | None, manifest: Manifest | None) -> str | None:
-    if manifest is not None and not any(c.engine for c in manifest.components.values()):
-        return f"{folder} holds no TensorRT engines (build them with `mnt-export build --from {folder}`)"
-    version = tensorrt_version()
-    if version is None:
-        return "TensorRT is not installed (its Python module `tensorrt` does not import)"
-    gpu = probe_gpu()
-    if not gpu.available:
-        return f"no GPU ({gpu.reason})"
-    if manifest is not None and folder is not None:
-        from mnt.runtime.backends.tensorrt import check_engine
+def _engines_unavailable(runtime: str) -> Callable[[Path | None, Manifest | None], str | None]:
+    """For "tensorrt" without a folder: can engines be built and run here (TensorRT and a
+    GPU); with a folder: does every component have an engine valid for this GPU."""
+    from mnt.runtime.backends.tensorrt import RUNTIMES
 
-        try:
-            for info in manifest.components.values():
-                check_engine(info, folder, gpu, version)
-        except RuntimeStageError as err:
-            return str(err)
-    return None
+    module, label, install = RUNTIMES[runtime]
+
+    def unavailable(folder: Path | None, manifest: Manifest | None) -> str | None:
+        if manifest is not None and not any(runtime in c.engines for c in manifest.components.values()):
+            extra = " --engines tensorrt-rtx" if runtime == "tensorrt-rtx" else ""
+            return (f"{folder} holds no {label} engines (build them with `mnt-export build --from "
+                    f"{folder}{extra}`)")
+        version = tensorrt_version(module)
+        if version is None:
+            return f"{label} is not installed (its Python module `{module}` does not import; {install})"
+        gpu = probe_gpu()
+        if not gpu.available:
+            return f"no GPU ({gpu.reason})"
+        if manifest is not None and folder is not None:
+            from mnt.runtime.backends.tensorrt import check_engine
+
+            try:
+                for info in manifest.components.values():
+                    check_engine(info, folder, gpu, version, runtime)
+            except RuntimeStageError as err:
+                return str(err)
+        return None
+
+    return unavailable
 
 
-def _make_tensorrt(folder: Path, manifest: Manifest, allow_fallback: bool = False,
-                   cuda_graph: bool = False) -> dict[str, Backend]:
-    from mnt.runtime.backends.tensorrt import TensorRTBackend  # imports tensorrt on activate only
+def _make_engines(runtime: str) -> Callable[..., dict[str, Backend]]:
+    def make(folder: Path, manifest: Manifest, allow_fallback: bool = False,
+             cuda_graph: bool = False) -> dict[str, Backend]:
+        # the backends import tensorrt / tensorrt_rtx on activate only
+        from mnt.runtime.backends.tensorrt import TensorRTBackend
+        from mnt.runtime.backends.tensorrt_rtx import TensorRTRTXBackend
 
-    return {name: TensorRTBackend(info, folder, cuda_graph) for name, info in manifest.components.items()}
+        kind = TensorRTRTXBackend if runtime == "tensorrt-rtx" else TensorRTBackend
+        return {name: kind(info, folder, cuda_graph) for name, info in manifest.components.items()}
+
+    return make
 
 
 BUILT_IN = (
     BackendKind("onnxruntime-cpu", "ONNX Runtime on the CPU", _ort_cpu_unavailable, _make_ort("cpu")),
     BackendKind("onnxruntime-cuda", "ONNX Runtime with its CUDA provider", _ort_cuda_unavailable,
                 _make_ort("cuda")),
-    BackendKind("tensorrt", "the folder's TensorRT engines (built on this device)", _tensorrt_unavailable,
-                _make_tensorrt),
+    BackendKind("tensorrt", "the folder's TensorRT engines (built on this device)",
+                _engines_unavailable("tensorrt"), _make_engines("tensorrt")),
+    BackendKind("tensorrt-rtx", "the folder's TensorRT-RTX engines (built anywhere, for RTX GPUs)",
+                _engines_unavailable("tensorrt-rtx"), _make_engines("tensorrt-rtx")),
 )
 # What `auto` tries, best first: the first kind that can run the folder here.
-AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
+AUTO_ORDER = ("tensorrt", "tensorrt-rtx", "onnxruntime-cuda", "onnxruntime-cpu")
 # Entry-point backends that mnt itself ships, so that `--backend` lists them without
 # loading them (loading "torch" imports nothing heavy, but finding entry points costs time).
 KNOWN_PLUGINS = ("torch",)

@@ -4,7 +4,10 @@ An engine is valid only for the TensorRT version and GPU compute capability it w
 for; `check_engine` refuses any other before TensorRT is touched, naming the command that
 rebuilds it. Buffers (device, and pinned host memory for the copies) are allocated once
 per binding of the dynamic axes (K = 1..8) and reused; with `cuda_graph` the enqueue of
-each binding is captured once into a CUDA graph and replayed.
+each binding is captured once into a CUDA graph and replayed. A graph replays the state its
+execution context had at capture, so then each binding owns a context (all of them on one
+shared device-memory allocation: they run one at a time on one stream), and a binding whose
+capture fails runs plain enqueues instead, as trtexec does.
 
 tensorrt and cuda-python are imported on activate(), never at import time.
 """
@@ -12,6 +15,8 @@ tensorrt and cuda-python are imported on activate(), never at import time.
 from __future__ import annotations
 
 import ctypes
+import importlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,36 +34,58 @@ if TYPE_CHECKING:
     import tensorrt as trt
 
 
-def rebuild_hint(folder: str | Path) -> str:
+# runtime -> (its Python module, how users name it, how to install it)
+RUNTIMES = {
+    "tensorrt": ("tensorrt", "TensorRT", "on a Jetson it comes with JetPack (python3-libnvinfer); "
+                                         "elsewhere pip install tensorrt"),
+    "tensorrt-rtx": ("tensorrt_rtx", "TensorRT-RTX", "pip install 'mnt[rtx]'"),
+}
+
+
+def rebuild_hint(folder: str | Path, runtime: str = "tensorrt") -> str:
+    if runtime == "tensorrt-rtx":
+        return (f"rebuild them for this GPU with `mnt-export build --from {folder} --engines tensorrt-rtx "
+                f"--compute-capabilities CC` (on any machine)")
     return (f"rebuild the engines on this machine with `mnt-export build --from {folder}` "
             f"(or use --backend onnxruntime-cuda)")
 
 
 def check_engine(info: ComponentInfo, folder: str | Path, gpu: GpuProbe,
-                 installed_tensorrt: str | None) -> EngineInfo:
-    """The component's engine entry if it can run here, else RuntimeStageError naming the
-    mismatch (no engine, no GPU, no TensorRT, another GPU or another TensorRT)."""
-    engine = info.engine
-    hint = rebuild_hint(folder)
+                 installed: str | None, runtime: str = "tensorrt") -> EngineInfo:
+    """The component's engine for `runtime` if it can run here, else RuntimeStageError
+    naming the mismatch (no engine, no GPU, no TensorRT, another GPU or another version).
+    `installed`: the version of the runtime's module here, or None."""
+    _, label, install = RUNTIMES[runtime]
+    engine = info.engines.get(runtime)
+    hint = rebuild_hint(folder, runtime)
     if engine is None:
-        raise RuntimeStageError(f"{folder}: {info.name} has no TensorRT engine", hint=hint)
+        raise RuntimeStageError(f"{folder}: {info.name} has no {label} engine", hint=hint)
     if not gpu.available:
-        raise RuntimeStageError(f"the TensorRT backend needs a CUDA GPU: {gpu.reason}",
+        raise RuntimeStageError(f"the {label} backend needs a CUDA GPU: {gpu.reason}",
                                 hint="use --backend onnxruntime-cpu")
-    if installed_tensorrt is None:
-        raise RuntimeStageError("the TensorRT backend needs TensorRT's Python module `tensorrt`",
-                                hint="on a Jetson it comes with JetPack (python3-libnvinfer); "
-                                     "elsewhere pip install tensorrt")
-    if engine.compute_capability != gpu.compute_capability:
+    if installed is None:
+        raise RuntimeStageError(f"the {label} backend needs {label}'s Python module `{RUNTIMES[runtime][0]}`",
+                                hint=install)
+    path = Path(folder) / engine.file
+    if runtime == "tensorrt-rtx":
+        if gpu.compute_capability not in engine.compute_capabilities:
+            raise RuntimeStageError(
+                f"{path}: engine built for GPUs of compute capability "
+                f"{', '.join(engine.compute_capabilities)}; this GPU ({gpu.name}) is "
+                f"{gpu.compute_capability}",
+                hint=hint.replace("CC", gpu.compute_capability.replace(".", "")))
+    elif engine.compute_capability != gpu.compute_capability:
         raise RuntimeStageError(
-            f"{Path(folder) / engine.file}: engine built "
-            f"for GPU compute capability {engine.compute_capability}, this GPU ({gpu.name}) is "
-            f"{gpu.compute_capability}", hint=hint)
-    if engine.tensorrt_version != installed_tensorrt:
+            f"{path}: engine built for GPU compute capability {engine.compute_capability}, this GPU "
+            f"({gpu.name}) is {gpu.compute_capability}", hint=hint)
+    if engine.tensorrt_version != installed:
         raise RuntimeStageError(
-            f"{Path(folder) / engine.file}: engine built with TensorRT {engine.tensorrt_version}, "
-            f"this machine has TensorRT {installed_tensorrt}", hint=hint)
+            f"{path}: engine built with {label} {engine.tensorrt_version}, this machine has {label} "
+            f"{installed}", hint=hint)
     return engine
+
+
+_log = logging.getLogger(__name__)
 
 
 def _check(result: Any, what: str) -> Any:
@@ -71,17 +98,22 @@ def _check(result: Any, what: str) -> Any:
 
 @dataclass
 class _Binding:
-    """Buffers of one binding of the dynamic axes, and its captured graph if any."""
+    """Buffers of one binding of the dynamic axes; with CUDA graphs also its own execution
+    context (its shapes never change) and its captured graph, or why the capture failed."""
 
     host: dict[str, np.ndarray]
     device: dict[str, int]
     host_pointers: list[int]
+    context: Any = None  # None: the backend's one context (no CUDA graphs)
     graph: Any = None
     graph_exec: Any = None
+    capture_error: str | None = None  # the capture failed: plain enqueues on this binding
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class TensorRTBackend(Backend):
+    RUNTIME = "tensorrt"  # which engine of the component, and which module runs it (RUNTIMES)
+
     def __init__(self, component: ComponentInfo, folder: str | Path, cuda_graph: bool = False,
                  device: int = 0) -> None:
         super().__init__(component)
@@ -92,14 +124,19 @@ class TensorRTBackend(Backend):
         self._cudart: Any = None
         self._stream: Any = None
         self._bindings: dict[tuple[tuple[str, int], ...], _Binding] = {}
+        self._context_memory: int | None = None  # what the bindings' contexts share (cuda_graph)
+        self._context_memory_size = 0
+        self._trt: Any = None  # the module that loaded the engine
 
     def activate_impl(self) -> None:
-        entry = check_engine(self.component, self.folder, probe_gpu(self.device), tensorrt_version())
+        module, label, _ = RUNTIMES[self.RUNTIME]
+        entry = check_engine(self.component, self.folder, probe_gpu(self.device), tensorrt_version(module),
+                             self.RUNTIME)
         path = self.folder / entry.file
         if not path.is_file() or sha256_file(path) != entry.sha256:
             raise RuntimeStageError(f"{path} is missing or changed since the build",
-                                    hint=rebuild_hint(self.folder))
-        import tensorrt as trt
+                                    hint=rebuild_hint(self.folder, self.RUNTIME))
+        trt = importlib.import_module(module)
 
         self._cudart = cuda_runtime()
         _check(self._cudart.cudaSetDevice(self.device), "cudaSetDevice")
@@ -107,11 +144,17 @@ class TensorRTBackend(Backend):
         self._runtime = trt.Runtime(logger)
         self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise RuntimeStageError(f"TensorRT could not load {path} (its log above says why)",
-                                    hint=rebuild_hint(self.folder))
+            raise RuntimeStageError(f"{label} could not load {path} (its log above says why)",
+                                    hint=rebuild_hint(self.folder, self.RUNTIME))
         self._check_io(trt, self.engine)
-        self.context = self.engine.create_execution_context()
+        self._trt = trt
+        # With CUDA graphs each binding gets its own context instead (_binding_context).
+        self.context = None if self.cuda_graph else self._create_context(self.engine)
         self._stream = _check(self._cudart.cudaStreamCreate(), "cudaStreamCreate")
+
+    def _create_context(self, engine: Any) -> Any:
+        """An execution context of the engine (TensorRT-RTX adds its runtime cache here)."""
+        return engine.create_execution_context()
 
     def _check_io(self, trt: Any, engine: trt.ICudaEngine) -> None:
         got = {}
@@ -123,7 +166,7 @@ class TensorRTBackend(Backend):
         want.update({t.name: ("output", t.dtype) for t in self.component.outputs})
         if got != want:
             raise RuntimeStageError(f"{self.component.name}: the engine's tensors {got} differ from the "
-                                    f"manifest's {want}", hint=rebuild_hint(self.folder))
+                                    f"manifest's {want}", hint=rebuild_hint(self.folder, self.RUNTIME))
 
     def infer_impl(self, ready: dict[str, np.ndarray], dims: dict[str, int]) -> dict[str, np.ndarray]:
         key = tuple(sorted(dims.items()))
@@ -146,55 +189,122 @@ class TensorRTBackend(Backend):
         return binding.outputs
 
     def _enqueue(self, binding: _Binding) -> None:
-        assert self.context is not None
+        context = binding.context if binding.context is not None else self.context
+        assert context is not None
         for name, pointer in binding.device.items():
-            self.context.set_tensor_address(name, pointer)
+            context.set_tensor_address(name, pointer)
         for t in self.component.inputs:
-            self.context.set_input_shape(t.name, binding.host[t.name].shape)
-        if not self.context.execute_async_v3(int(self._stream)):
+            context.set_input_shape(t.name, binding.host[t.name].shape)
+        if not context.execute_async_v3(int(self._stream)):
             raise RuntimeStageError(f"{self.component.name}: TensorRT failed to enqueue the engine")
 
     def _bind(self, key: tuple[tuple[str, int], ...], ready: Mapping[str, np.ndarray]) -> _Binding:
-        """Allocate the buffers of one binding of the dynamic axes (and capture its graph)."""
-        assert self.context is not None
+        """Allocate the buffers of one binding of the dynamic axes (and, with CUDA graphs, its
+        own context and graph)."""
+        context = self._binding_context() if self.cuda_graph else self.context
+        assert context is not None
         cudart = self._cudart
         shapes = {name: array.shape for name, array in ready.items()}
         for name, shape in shapes.items():
-            if not self.context.set_input_shape(name, shape):
+            if not context.set_input_shape(name, shape):
                 raise RuntimeStageError(f"{self.component.name}: the engine rejects input {name} of "
                                         f"shape {shape} (outside its optimisation profile)",
-                                        hint=rebuild_hint(self.folder))
+                                        hint=rebuild_hint(self.folder, self.RUNTIME))
         for t in self.component.outputs:
-            dims = self.context.get_tensor_shape(t.name)
+            dims = context.get_tensor_shape(t.name)
             shapes[t.name] = tuple(int(dims[i]) for i in range(len(dims)))
-        binding = _Binding(host={}, device={}, host_pointers=[])
+        binding = _Binding(host={}, device={}, host_pointers=[], context=context if self.cuda_graph else None)
         dtypes = {t.name: np.dtype(t.dtype) for t in (*self.component.inputs, *self.component.outputs)}
-        for name, shape in shapes.items():
-            nbytes = int(np.prod(shape)) * dtypes[name].itemsize
-            binding.device[name] = int(_check(cudart.cudaMalloc(nbytes), "cudaMalloc"))
-            pointer = int(_check(cudart.cudaMallocHost(nbytes), "cudaMallocHost"))  # pinned: async copies
-            binding.host_pointers.append(pointer)
-            raw = (ctypes.c_byte * nbytes).from_address(pointer)
-            binding.host[name] = np.frombuffer(memoryview(raw).cast("B"), dtype=dtypes[name]).reshape(shape)
-        binding.outputs = {t.name: binding.host[t.name] for t in self.component.outputs}
+        try:
+            for name, shape in shapes.items():
+                nbytes = int(np.prod(shape)) * dtypes[name].itemsize
+                binding.device[name] = int(_check(cudart.cudaMalloc(nbytes), "cudaMalloc"))
+                pointer = int(_check(cudart.cudaMallocHost(nbytes), "cudaMallocHost"))  # pinned: async copies
+                binding.host_pointers.append(pointer)
+                raw = memoryview((ctypes.c_byte * nbytes).from_address(pointer)).cast("B")
+                binding.host[name] = np.frombuffer(raw, dtype=dtypes[name]).reshape(shape)
+            binding.outputs = {t.name: binding.host[t.name] for t in self.component.outputs}
+            if self.cuda_graph:
+                self._capture(binding)
+        except BaseException:  # nothing half-made stays cached: the next call starts over
+            self._release(binding)
+            raise
         self._bindings[key] = binding
-        if self.cuda_graph:
-            self._capture(binding)
         return binding
+
+    def _binding_context(self) -> Any:
+        """A new execution context on the device memory all bindings' contexts share (sized
+        for the engine's whole profile; they never run at the same time)."""
+        assert self.engine is not None
+        if self._context_memory is None:
+            size = int(self.engine.device_memory_size_v2)
+            self._context_memory = int(_check(self._cudart.cudaMalloc(max(size, 1)), "cudaMalloc"))
+            self._context_memory_size = size
+        context = self._graph_context(self.engine)
+        if context is None:
+            raise RuntimeStageError(f"{self.component.name}: TensorRT could not create an execution context "
+                                    "(its log above says why)")
+        context.set_device_memory(self._context_memory, self._context_memory_size)
+        return context
+
+    def _graph_context(self, engine: Any) -> Any:
+        """An execution context without device memory of its own, for one binding (the
+        USER_MANAGED strategy: TensorRT >= 10.0 and TensorRT-RTX have it, unlike
+        create_execution_context_without_device_memory)."""
+        return engine.create_execution_context(self._trt.ExecutionContextAllocationStrategy.USER_MANAGED)
 
     def _capture(self, binding: _Binding) -> None:
         """Record one enqueue into a CUDA graph. TensorRT asks for one plain enqueue after a
-        shape change before capturing, so its deferred set-up work stays out of the graph."""
+        shape change before capturing, so its deferred set-up work stays out of the graph. A
+        failed capture is ended and its error cleared, and the binding keeps plain enqueues
+        (`capture_error` says why, as one log line does)."""
         cudart, stream = self._cudart, self._stream
         self._enqueue(binding)
         _check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
         mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         _check(cudart.cudaStreamBeginCapture(stream, mode), "cudaStreamBeginCapture")
+        failure = None
         try:
             self._enqueue(binding)
-        finally:
-            binding.graph = _check(cudart.cudaStreamEndCapture(stream), "cudaStreamEndCapture")
-        binding.graph_exec = _check(cudart.cudaGraphInstantiate(binding.graph, 0), "cudaGraphInstantiate")
+        except Exception as err:  # the capture must end whatever went wrong
+            failure = f"{type(err).__name__}: {err}"
+        except BaseException:  # interrupted: never leave the stream capturing
+            _, graph = cudart.cudaStreamEndCapture(stream)
+            if graph is not None and int(graph) != 0:
+                cudart.cudaGraphDestroy(graph)
+            cudart.cudaGetLastError()
+            raise
+        error, graph = cudart.cudaStreamEndCapture(stream)
+        if failure is None and int(error) != 0:
+            failure = f"cudaStreamEndCapture failed: {getattr(error, 'name', error)}"
+        if failure is None:
+            error, graph_exec = cudart.cudaGraphInstantiate(graph, 0)
+            if int(error) == 0:
+                binding.graph, binding.graph_exec = graph, graph_exec
+                return
+            failure = f"cudaGraphInstantiate failed: {getattr(error, 'name', error)}"
+        if graph is not None and int(graph) != 0:
+            cudart.cudaGraphDestroy(graph)
+        cudart.cudaGetLastError()  # a failed capture leaves its error for the next call to find
+        binding.capture_error = failure
+        shape = {t.name: binding.host[t.name].shape for t in self.component.inputs}
+        _log.warning("%s: CUDA graph capture failed for inputs %s (%s); running them without a graph",
+                     self.component.name, shape, failure)
+
+    def _release(self, binding: _Binding) -> None:
+        """Free one binding's graph, context and buffers."""
+        cudart = self._cudart
+        if binding.graph_exec is not None:
+            cudart.cudaGraphExecDestroy(binding.graph_exec)
+        if binding.graph is not None:
+            cudart.cudaGraphDestroy(binding.graph)
+        binding.graph = binding.graph_exec = None
+        binding.context = None  # destroyed here, before the memory it runs on
+        for pointer in binding.device.values():
+            cudart.cudaFree(pointer)
+        for pointer in binding.host_pointers:
+            cudart.cudaFreeHost(pointer)
+        binding.device, binding.host_pointers, binding.host, binding.outputs = {}, [], {}, {}
 
     def deactivate_impl(self) -> None:
         cudart = self._cudart
@@ -202,18 +312,15 @@ class TensorRTBackend(Backend):
             if self._stream is not None:
                 cudart.cudaStreamSynchronize(self._stream)
             for binding in self._bindings.values():
-                if binding.graph_exec is not None:
-                    cudart.cudaGraphExecDestroy(binding.graph_exec)
-                if binding.graph is not None:
-                    cudart.cudaGraphDestroy(binding.graph)
-                for pointer in binding.device.values():
-                    cudart.cudaFree(pointer)
-                for pointer in binding.host_pointers:
-                    cudart.cudaFreeHost(pointer)
+                self._release(binding)
+            if self._context_memory is not None:
+                cudart.cudaFree(self._context_memory)
             if self._stream is not None:
                 cudart.cudaStreamDestroy(self._stream)
         self._bindings.clear()
+        self._context_memory = None
         self._stream = None
         self.context = None  # the context before the engine, the engine before the runtime
         self.engine = None
         self._runtime = None
+        self._trt = None

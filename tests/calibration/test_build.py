@@ -118,3 +118,20 @@ def test_from_fp32_is_for_int8_builds_only(tmp_path):
     assert result.exit_code != 0
     assert "--from-fp32 is for int8 builds only" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_int8_graphs_build_tensorrt_rtx_engines(int8_build, tmp_path):
+    # Q/DQ of 8-bit types only (float biases): what TensorRT's and TensorRT-RTX's parsers take.
+    import shutil
+
+    from mnt.export.tensorrt.builder import EngineSettings, build_engines, engines_unavailable
+
+    reason = engines_unavailable("tensorrt-rtx")
+    if reason:
+        pytest.skip(f"needs TensorRT-RTX: {reason}")
+    out, _ = int8_build
+    folder = tmp_path / "int8"
+    shutil.copytree(out, folder)
+    manifest = build_engines(folder, EngineSettings(runtime="tensorrt-rtx"), log=lambda _: None)
+    assert all("tensorrt-rtx" in c.engines for c in manifest.components.values())
+

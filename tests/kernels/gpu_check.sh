@@ -4,8 +4,10 @@
 #   1. builds the library with `python -m mnt.export.cli kernels --out $OUT/kernels`,
 #   2. runs `pytest -m "gpu or tensorrt" tests/kernels` against it: the CUDA cases of the per-op
 #      tests (test_warp.py, test_cross_attention.py: against PyTorch and the host reference),
-#      the timings (test_gpu_kernels.py), and the TensorRT plugin cases where TensorRT is
-#      installed (they skip, saying so, where it is not),
+#      the timings and the kernels' own shape guards (test_gpu_kernels.py: the op PTX
+#      launched directly, as TensorRT's AOT plugins do, with refused shapes: NaN output, no
+#      hang; needs cuda-python), and the TensorRT plugin cases where TensorRT is installed
+#      (they skip, saying so, where it is not),
 #   3. leaves in $OUT: kernels/ (library, PTX, kernels.json), kernel_timings.json,
 #      gpu_check.log (everything printed) and junit.xml.
 # Usage: OUT=/some/folder bash tests/kernels/gpu_check.sh   (PYTHON=... to pick the interpreter)

@@ -203,7 +203,7 @@ def _tensorrt_runner(folder: Path, bounds: dict[str, dict[str, int]]) -> tuple[R
             entry = build_engine(folder / info.file, info, EngineSettings(ops="plugins"), target,
                                  folder / f"{info.name}.engine", library.sha256,
                                  lambda: register_plugins(library), log=lambda line: None)
-            backend = TensorRTBackend(replace(info, engine=entry), folder)
+            backend = TensorRTBackend(replace(info, engines={"tensorrt": entry}), folder)
             backend.activate()
             backends[op, storage] = backend
         feeds = dict(zip(names(spec["inputs"]), inputs, strict=True))

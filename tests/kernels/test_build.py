@@ -1,6 +1,7 @@
-"""`mnt-export kernels` and the loader: a real nvcc build for sm_87/89/90 (skipped without
-nvcc), its kernels.json and archs, the errors when nvcc, a compiler or a library is missing,
-and that the kernels' Python modules never import torch or onnx."""
+"""`mnt-export kernels` and the loader: which GPUs a build covers, a real nvcc build for
+sm_75/80/86/87/89/90 plus compute_75 PTX and one for a single capability (skipped without
+nvcc), its kernels.json and archs, the PTX ISA versions, the errors when nvcc, a compiler or
+a library is missing, and that the kernels' Python modules never import torch or onnx."""
 
 from __future__ import annotations
 
@@ -44,19 +45,22 @@ def built(tmp_path_factory):
 @needs_nvcc
 def test_build_writes_library_ptx_and_manifest(built):
     out, output = built
-    assert "sm_87, sm_89, sm_90, compute_90" in output and "MB" in output
+    assert f"{', '.join(SASS)}, compute_75" in output and "MB" in output
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["kernels.json", "libmnt_kernels.so", *(f"{op}.ptx" for op in OPS)])
     manifest = read_manifest(out)  # checks every file's sha256
-    assert manifest["archs"] == {"sass": ["sm_87", "sm_89", "sm_90"], "ptx": ["compute_90"],
-                                 "op_ptx": "compute_87"}
-    assert manifest["fatbin_targets"] == ["sm_87", "sm_89", "sm_90", "compute_90"]
+    assert manifest["archs"] == {"sass": SASS, "ptx": ["compute_75"], "op_ptx": "compute_75"}
+    assert manifest["fatbin_targets"] == [*SASS, "compute_75"]
     assert manifest["sources_sha256"] == sources_sha256()
     assert manifest["nvcc_version"].count(".") == 2
     for op in OPS:
         entry = manifest["ops"][op]
         ptx = (out / entry["ptx"]).read_text()
-        assert ".target sm_87" in ptx
+        assert ".target sm_75" in ptx and entry["ptx_arch"] == "compute_75"
+        isa = kernel_build.ptx_isa_version(ptx)
+        assert entry["ptx_isa"] == f"{isa[0]}.{isa[1]}"
+        # the table knows what this nvcc writes: CUDA x.y writes at most the ISA that came with x.y
+        assert kernel_build.ptx_needs_cuda(isa) <= tuple(map(int, manifest["nvcc_version"].split(".")[:2]))
         entries = kernel_build.ptx_entries(ptx)
         n_in = len(op_spec(op)["inputs"])
         for kernel in op_spec(op)["kernels"].values():
@@ -75,9 +79,87 @@ def test_cuobjdump_lists_the_archs(built):
     library = str(built[0] / "libmnt_kernels.so")
     elf = subprocess.run([str(cuobjdump), "--list-elf", library], capture_output=True, text=True).stdout
     ptx = subprocess.run([str(cuobjdump), "--list-ptx", library], capture_output=True, text=True).stdout
-    for arch in ("sm_87", "sm_89", "sm_90"):
+    for arch in SASS:
         assert arch in elf
-    assert "sm_90" in ptx and "sm_87" not in ptx
+    assert "sm_75" in ptx and "sm_90" not in ptx
+
+
+# Every GPU generation the README and the docs name: (compute capability, examples).
+GPUS = [("7.5", "T4, RTX 20"), ("8.0", "A100, A30"), ("8.6", "RTX 30, A10, A40"), ("8.7", "Jetson Orin"),
+        ("8.9", "RTX 40, L4, L40"), ("9.0", "H100, H200"), ("10.0", "B200"), ("11.0", "Jetson Thor"),
+        ("12.0", "RTX 50")]
+SASS = ["sm_75", "sm_80", "sm_86", "sm_87", "sm_89", "sm_90"]
+
+
+def _arch(capability: str) -> int:
+    major, minor = capability.split(".")
+    return int(major) * 10 + int(minor)
+
+
+def _runs_on(codes: set[str], capability: str) -> bool:
+    """SASS runs on its own capability (counted strictly here), PTX on its own and newer."""
+    arch = _arch(capability)
+    ptx = [int(c.split("_")[1]) for c in codes if c.startswith("compute_")]
+    return f"sm_{arch}" in codes or any(p <= arch for p in ptx)
+
+
+def _gencode(command: list[str]) -> set[str]:
+    """The code objects nvcc's -gencode flags ask for."""
+    codes: set[str] = set()
+    for flag in command:
+        if flag.startswith("-gencode="):
+            codes.update(flag.split("code=")[-1].strip("[]").split(","))
+    return codes
+
+
+def test_the_build_covers_every_gpu_the_readme_names():
+    command = kernel_build.library_command(Path("nvcc"), Path("lib.so"))
+    codes = _gencode(command)
+    assert codes == set(kernel_build.Archs().targets())  # what kernels.json records is what is built
+    assert kernel_build.Archs().record() == {"sass": SASS, "ptx": ["compute_75"], "op_ptx": "compute_75"}
+    for capability, examples in GPUS:
+        assert _runs_on(codes, capability), f"the library has no code for {capability} ({examples})"
+        if _arch(capability) <= 90:  # real code up to Hopper, no JIT on first use
+            assert f"sm_{_arch(capability)}" in codes, (capability, examples)
+    op_ptx = kernel_build.ptx_command(Path("nvcc"), "warp", Path("warp.ptx"))
+    assert "-arch=compute_75" in op_ptx
+    for capability, examples in GPUS:  # TensorRT's AOT plugins embed the op PTX: it must run everywhere
+        assert _runs_on({"compute_75"}, capability), (capability, examples)
+
+
+def test_a_build_for_one_device_and_the_capabilities_refused():
+    archs = kernel_build.device_archs("8.6")
+    assert archs.targets() == ["sm_86", "compute_86"] and archs.op_ptx == "86"
+    command = kernel_build.library_command(Path("nvcc"), Path("lib.so"), archs)
+    assert _gencode(command) == {"sm_86", "compute_86"}
+    assert kernel_build.device_archs("12.0").targets() == ["sm_120", "compute_120"]
+    with pytest.raises(KernelError, match="7.0 is below 7.5") as err:
+        kernel_build.device_archs("7.0")
+    assert "native ops" in err.value.hint
+    with pytest.raises(KernelError, match="not MAJOR.MINOR"):
+        kernel_build.device_archs("sm_86")
+
+
+@needs_nvcc
+def test_a_real_build_for_one_device_records_its_archs(tmp_path):
+    """About 6 s on 2 cores: one SASS, one PTX."""
+    manifest = kernel_build.build_kernels(tmp_path / "lib", capability="8.6", log=lambda line: None)
+    assert manifest["archs"] == {"sass": ["sm_86"], "ptx": ["compute_86"], "op_ptx": "compute_86"}
+    assert manifest["fatbin_targets"] == ["sm_86", "compute_86"]
+    for op in OPS:
+        assert ".target sm_86" in (tmp_path / "lib" / f"{op}.ptx").read_text()
+
+
+def test_ptx_isa_versions_and_the_cuda_release_that_loads_them():
+    assert kernel_build.ptx_isa_version(PTX) == (8, 0)
+    assert kernel_build.ptx_isa_version("//\n.version 9.0\n.target sm_75\n") == (9, 0)
+    with pytest.raises(KernelError, match="no .version"):
+        kernel_build.ptx_isa_version(".target sm_75\n")
+    needs = kernel_build.ptx_needs_cuda
+    assert needs((7, 8)) == (11, 8) and needs((8, 4)) == (12, 4) and needs((8, 5)) == (12, 5)
+    assert needs((8, 6)) == (12, 7) and needs((8, 8)) == (12, 9) and needs((9, 0)) == (13, 0)  # 12.6 kept 8.5
+    assert needs((9, 9), "13.9.40") == (13, 9)  # newer than the table: at least the toolkit that wrote it
+    assert needs((9, 9)) > max(kernel_build.PTX_ISA_CUDA.values())
 
 
 @needs_nvcc

@@ -143,3 +143,63 @@ def test_attention_timing(kernels, shape, dtype):
     _record("cross_attention", dtype, {"B": b, "Lq": lq, "K": k, "tokens": tokens, "D": d}, ours, theirs,
             out, ref)
     assert ours[0] > 0 and theirs[0] > 0
+
+
+# Launch the op PTX's kernels directly, as TensorRT's AOT plugins do (no host launcher, no
+# host shape check), with shapes the contract refuses; in a subprocess, so a kernel that
+# never finishes fails the test by its timeout instead of hanging the run.
+_UNCHECKED = r'''
+import ctypes, sys
+import torch
+try:
+    from cuda.bindings import driver as cu
+except ImportError:
+    from cuda import cuda as cu
+
+def ok(result):
+    if int(result[0]) != 0:
+        raise SystemExit(f"CUDA driver call failed: {result[0]}")
+    return result[1] if len(result) > 1 else None
+
+folder, case = sys.argv[1], sys.argv[2]
+torch.zeros(1, device="cuda")  # the primary context, current on this thread
+P, I = ctypes.c_void_p, ctypes.c_int
+if case.startswith("attention"):
+    d, dv = {"attention_no_tile": (4100, 4100), "attention_513": (513, 8)}[case]
+    b, lq, lk = 1, 4, 4
+    q, k, v = (torch.randn(s, device="cuda") for s in ((b, lq, d), (b, lk, d), (b, lk, dv)))
+    out = torch.zeros((b, lq, dv), device="cuda")
+    ptx, name, grid, block = "cross_attention.ptx", "mnt_cross_attention_kernel_f32", (1, b, 1), 128
+    values = (q.data_ptr(), k.data_ptr(), v.data_ptr(), b, lq, lk, d, dv, out.data_ptr())
+    args = (values, (P, P, P, I, I, I, I, I, P))
+else:  # w != f * W
+    features, flow = torch.randn((1, 2, 4, 4), device="cuda"), torch.zeros((1, 2, 8, 6), device="cuda")
+    out = torch.zeros_like(features)
+    ptx, name, grid, block = "warp.ptx", "mnt_warp_kernel_f32", (1, 1, 1), 256
+    values = (features.data_ptr(), flow.data_ptr(), 1, 2, 4, 4, 8, 6, out.data_ptr())
+    args = (values, (P, P, I, I, I, I, I, I, P))
+module = ok(cu.cuModuleLoadData(open(f"{folder}/{ptx}", "rb").read() + b"\0"))
+function = ok(cu.cuModuleGetFunction(module, name.encode()))
+ok(cu.cuLaunchKernel(function, *grid, block, 1, 1, 0, 0, args, 0))
+torch.cuda.synchronize()
+print("all-nan" if bool(torch.isnan(out).all()) else f"not nan: {out.flatten()[:8].tolist()}")
+'''
+
+
+@pytest.mark.parametrize("case", ["attention_no_tile", "attention_513", "warp_w_not_f_times_W"])
+def test_kernels_refuse_unchecked_shapes_with_nan(case):
+    import importlib.util
+    import subprocess
+    import sys
+
+    from tests.kernels.implementations import kernel_library
+
+    if importlib.util.find_spec("cuda") is None:
+        pytest.skip("launching PTX directly needs cuda-python")
+    try:
+        result = subprocess.run([sys.executable, "-c", _UNCHECKED, str(kernel_library()), case],
+                                capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{case}: the kernel did not finish within 120 s (a tile loop that never advances?)")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "all-nan", result.stdout

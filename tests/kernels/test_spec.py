@@ -20,6 +20,7 @@ from mnt.kernels.spec import (
     KERNELS_DIR,
     OPS,
     ceil_div,
+    check_shapes,
     dtypes,
     evaluate,
     launch,
@@ -251,10 +252,193 @@ def test_the_tensorrt_plugins_launch_and_limit_by_the_spec(tmp_path):
             assert params.shared_mem == planned.shared_bytes and extra == planned.scalars
             assert scalar_args(spec, dtype) == library.kernels[op, dtype].scalar_args
     limit = op_spec("cross_attention")["limits"]["Dv"]
-    with pytest.raises(ValueError, match=f"Dv = {limit + 1}; the kernel supports at most {limit}"):
+    with pytest.raises(ValueError, match=f"Dv can reach {limit + 1}; the kernel supports at most {limit}"):
         aot("cross_attention", "f16", (1, 4, 8), (1, 4, 8), (1, 4, limit + 1))
     with pytest.raises(ValueError, match="mnt::Warp needs flow of float32, got float16"):
         aot("warp", "f16", (1, 4, 8, 8), (1, 2, 8, 8))
     with pytest.raises(ValueError, match="mnt::CrossAttention needs keys of float16, got float32"):
         descs = [SimpleNamespace(dtype=d) for d in ("f16", "f32", "f16")]
         plugins._check_dtypes(trt, op_spec("cross_attention"), descs)
+
+
+class ShapeExpr:
+    """Like tensorrt.plugin's ShapeExpr: +, -, * with an int or another expression on the
+    right only (no reflected operators), constants built from ints."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def _other(self, other: ShapeExpr | int) -> int:
+        if isinstance(other, ShapeExpr):
+            return other.value
+        if type(other) is int:
+            return other
+        return NotImplemented
+
+    def __add__(self, other):
+        return ShapeExpr(self.value + self._other(other))
+
+    def __sub__(self, other):
+        return ShapeExpr(self.value - self._other(other))
+
+    def __mul__(self, other):
+        return ShapeExpr(self.value * self._other(other))
+
+
+def expr_cdiv(a, b):
+    """tensorrt.plugin.cdiv: refuses two ints, and an int first only as its own code wraps it."""
+    if not isinstance(a, ShapeExpr):
+        raise ValueError("Both arguments cannot be 'int's" if isinstance(b, int) else "int dividend")
+    return ShapeExpr(ceil_div(a.value, b.value if isinstance(b, ShapeExpr) else b))
+
+
+@pytest.mark.parametrize("formula, want", [
+    ("ceil(N * H * W / 256)", 16), ("1 - x", -2), ("2 * N", 2), ("N * 2", 2), ("3 + x", 6),
+    ("ceil(8 / 3)", 3), ("ceil(1000 / x)", 334), ("10 - 2 * x", 4), ("ceil(2 * 8 / 4) + N", 5),
+])
+def test_evaluate_needs_only_the_expressions_own_operators(formula, want):
+    symbols = {"N": ShapeExpr(1), "H": ShapeExpr(64), "W": ShapeExpr(64), "x": ShapeExpr(3)}
+    got = evaluate(formula, symbols, expr_cdiv)
+    assert (got.value if isinstance(got, ShapeExpr) else got) == want
+    assert evaluate(formula, {k: v.value for k, v in symbols.items()}) == want  # and on ints
+
+
+def test_check_shapes_applies_the_warp_relations():
+    warp = op_spec("warp")
+    assert set(warp["relations"]) == {"h = f * H", "w = f * W"} and warp["derived"] == {"f": "ceil(h / H)"}
+    check_shapes(warp, [(1, 1, 4, 4), (1, 2, 8, 8)])
+    for flow_hw, problem in (((8, 6), "needs w = f \\* W, got W=4, f=2, w=6"),
+                             ((6, 8), "needs h = f \\* H, got H=4, f=2, h=6"),
+                             ((2, 2), "needs h = f \\* H, got H=4, f=1, h=2")):
+        with pytest.raises(KernelError, match=problem):
+            check_shapes(warp, [(1, 1, 4, 4), (1, 2, *flow_hw)])
+        with pytest.raises(KernelError, match="pooling factor"):
+            launch(warp, "float32", [(1, 1, 4, 4), (1, 2, *flow_hw)])
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda s: s.update(derived={"N": "ceil(h / H)"}), "derived must map new symbol names"),
+    (lambda s: s.update(relations={"h == f * H": "x"}), "relations must map"),
+    (lambda s: s.update(relations={"h = g * H": "x"}), "names 'g', not a shape symbol"),
+])
+def test_validation_checks_derived_symbols_and_relations(change, problem):
+    spec = copy.deepcopy(op_spec("warp"))
+    change(spec)
+    with pytest.raises(KernelError, match=problem):
+        validate_spec(spec, "where")
+
+
+@pytest.fixture(scope="module")
+def shape_checks(tmp_path_factory) -> dict[str, int]:
+    """The headers' tile formula and shape checks, compiled by the host compiler: the least
+    key tile over every allowed D, Dv per storage size, and the checks on shapes outside."""
+    from mnt.kernels.loader import find_cxx
+
+    folder = tmp_path_factory.mktemp("checks")
+    source = folder / "checks.cpp"
+    source.write_text(r'''#include <stdio.h>
+#include "warp/warp.h"
+#include "cross_attention/cross_attention.h"
+int main() {
+    for (int elem = 2; elem <= 4; elem += 2) {
+        int least = 1 << 30;
+        for (int d = 1; d <= MNT_ATTN_MAX_DIM; ++d)
+            for (int dv = 1; dv <= MNT_ATTN_MAX_DIM; ++dv) {
+                const int tile = mnt_attn_key_tile(d, dv, elem);
+                if (tile < least) least = tile;
+                if (mnt_attn_check_launch(1, 1, 1, d, dv, elem) != MNT_OK) least = -1;
+            }
+        printf("least_tile_%d %d\n", elem, least);
+    }
+    printf("tile_8193_f32 %d\n", mnt_attn_key_tile(4097, 4096, 4));
+    printf("launch_8193_f32 %d\n", mnt_attn_check_launch(1, 1, 1, 4097, 4096, 4));
+    printf("launch_513 %d\n", mnt_attn_check_launch(1, 4, 4, 513, 8, 2));
+    printf("launch_ok %d\n", mnt_attn_check_launch(1, 4, 4, 512, 512, 4));
+    printf("warp_w_6 %d\n", mnt_warp_check(1, 1, 4, 4, 8, 6));
+    printf("warp_h_6 %d\n", mnt_warp_check(1, 1, 4, 4, 6, 8));
+    printf("warp_ok %d\n", mnt_warp_check(1, 1, 4, 4, 8, 8));
+    return 0;
+}
+''')
+    command = [find_cxx(), "-std=c++17", "-O2", f"-I{KERNELS_DIR}", "-o", str(folder / "checks"), str(source)]
+    subprocess.run(command, check=True, capture_output=True)
+    out = subprocess.run([str(folder / "checks")], check=True, capture_output=True, text=True).stdout
+    return {name: int(value) for name, value in (line.split() for line in out.splitlines())}
+
+
+def test_every_allowed_attention_shape_gets_a_key_tile_and_others_are_refused(shape_checks):
+    """The kernel's tile loop advances by mnt_attn_key_tile: at least one key over the whole
+    range the spec allows (D, Dv <= 512), and the launch check refuses what is outside."""
+    assert shape_checks["least_tile_2"] >= 1 and shape_checks["least_tile_4"] >= 1
+    assert shape_checks["tile_8193_f32"] == 0 and shape_checks["launch_8193_f32"] != 0
+    assert shape_checks["launch_513"] != 0 and shape_checks["launch_ok"] == 0
+    assert shape_checks["warp_w_6"] != 0 and shape_checks["warp_h_6"] != 0 and shape_checks["warp_ok"] == 0
+    # the spec refuses the same shapes
+    attention = op_spec("cross_attention")
+    assert limit_violations(attention, {"B": 1, "D": 4097, "Dv": 4096})
+    assert limit_violations(attention, {"B": 1, "D": 513, "Dv": 8})
+    assert not limit_violations(attention, {"B": 1, "D": 512, "Dv": 512})
+
+
+class ProfileShape:
+    """tensorrt.plugin.Shape at aot_impl time: -1 for a dynamic dimension, and the profile's
+    min and max."""
+
+    def __init__(self, dims, most) -> None:
+        self.dims, self.max = tuple(dims), tuple(most)
+
+    @property
+    def is_dynamic(self) -> bool:
+        return -1 in self.dims
+
+    def __getitem__(self, index):
+        return self.dims[index]
+
+
+class Dim:
+    """A ShapeExpr as aot_impl sees it: constant or not."""
+
+    def __init__(self, value: int | None) -> None:
+        self.value, self.is_fake = value, False
+
+    @property
+    def is_constant(self) -> bool:
+        return self.value is not None
+
+    def constant_value(self) -> int:
+        assert self.value is not None
+        return self.value
+
+
+def _desc(dtype: str, dims, most=None):
+    """A TensorDesc: None in `dims` is a dynamic dimension (profile max from `most`)."""
+    shape = ProfileShape([-1 if d is None else d for d in dims], most or dims)
+    return SimpleNamespace(dtype=dtype, shape_expr=[Dim(d) for d in dims], has_shape=most is not None,
+                           shape=shape)
+
+
+def test_plugin_shape_checks_use_constants_and_the_profile_max():
+    """The limits hold for every dimension, constant or up to the profile's max; relations
+    between build-time constants hold; dimensions known only at run time are the kernel's."""
+    from mnt.export.tensorrt import plugins
+
+    warp, attention = op_spec("warp"), op_spec("cross_attention")
+    plugins._check_shapes(attention, [_desc("f16", (1, None, 512), (1, 4096, 512))] * 3)
+    with pytest.raises(ValueError, match="D can reach 513; the kernel supports at most 512"):
+        plugins._check_shapes(attention, [_desc("f16", (1, 64, None), (1, 64, 513))] * 3)
+    with pytest.raises(ValueError, match="Dv can reach 600"):
+        plugins._check_shapes(attention, [_desc("f16", (1, 64, 64))] * 2
+                              + [_desc("f16", (1, 64, None), (1, 64, 600))])
+    with pytest.raises(ValueError, match="B can reach 70000"):
+        plugins._check_shapes(attention, [_desc("f16", (None, 64, 64), (70000, 64, 64))] * 3)
+    plugins._check_shapes(attention, [_desc("f16", (1, 64, None))] * 3)  # no bound: the kernel checks
+    plugins._check_shapes(warp, [_desc("f16", (None, 64, 32, 32), (8, 64, 32, 32)),
+                                 _desc("f32", (None, 2, 64, 64), (8, 2, 64, 64))])
+    with pytest.raises(ValueError, match="needs w = f \\* W, got W=32, f=2, w=48"):
+        plugins._check_shapes(warp, [_desc("f16", (None, 64, 32, 32), (8, 64, 32, 32)),
+                                     _desc("f32", (None, 2, 64, 48), (8, 2, 64, 48))])
+    with pytest.raises(ValueError, match="N \\* H \\* W can reach"):
+        plugins._check_shapes(warp, [_desc("f16", (None, 4, 32768, 32768), (8, 4, 32768, 32768)),
+                                     _desc("f32", (None, 2, 32768, 32768), (8, 2, 32768, 32768))])
+    # a dynamic flow size is checked at run time by the kernel, not here
+    plugins._check_shapes(warp, [_desc("f16", (1, 64, 32, 32)), _desc("f32", (1, 2, None, None))])

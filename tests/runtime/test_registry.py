@@ -17,7 +17,8 @@ from tests.helpers import run_blocking
 
 
 def test_names_start_with_auto_and_hold_every_kind():
-    assert registry.names() == ("auto", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt", "torch")
+    assert registry.names() == ("auto", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt", "tensorrt-rtx",
+                                "torch")
 
 
 def test_unknown_backend_lists_the_choices():
@@ -40,14 +41,14 @@ def test_this_cpu_machine_runs_onnxruntime_cpu_and_auto_picks_it(tiny_artefacts)
 
 def _with_engines(manifest, tensorrt="10.3.0", cc="8.7"):
     engine = EngineInfo("x.engine", "0" * 64, tensorrt, cc, None, "1" * 64, "native")
-    components = {n: replace(c, engine=engine) for n, c in manifest.components.items()}
+    components = {n: replace(c, engines={"tensorrt": engine}) for n, c in manifest.components.items()}
     return replace(manifest, components=components)
 
 
 def test_auto_picks_tensorrt_only_for_engines_of_this_gpu_and_tensorrt(tiny_artefacts, monkeypatch):
     folder = tiny_artefacts("fp32")
     manifest = load_manifest(folder)
-    monkeypatch.setattr(registry, "tensorrt_version", lambda: "10.3.0")
+    monkeypatch.setattr(registry, "tensorrt_version", lambda module="tensorrt": "10.3.0")
     monkeypatch.setattr(registry, "probe_gpu", lambda: GpuProbe(1, "Orin", "8.7", 7.4))
     monkeypatch.setattr(registry, "_ort_providers", lambda: ["CPUExecutionProvider"])
     assert registry.pick_auto(folder, _with_engines(manifest)) == ("tensorrt", {})
@@ -61,9 +62,9 @@ def test_auto_picks_tensorrt_only_for_engines_of_this_gpu_and_tensorrt(tiny_arte
 
 
 def test_without_a_folder_tensorrt_means_can_engines_be_built_here(monkeypatch):
-    monkeypatch.setattr(registry, "tensorrt_version", lambda: None)
+    monkeypatch.setattr(registry, "tensorrt_version", lambda module="tensorrt": None)
     assert "TensorRT is not installed" in registry.unavailable("tensorrt")
-    monkeypatch.setattr(registry, "tensorrt_version", lambda: "10.3.0")
+    monkeypatch.setattr(registry, "tensorrt_version", lambda module="tensorrt": "10.3.0")
     monkeypatch.setattr(registry, "probe_gpu", lambda: GpuProbe(0, reason="no driver"))
     assert registry.unavailable("tensorrt") == "no GPU (no driver)"
 

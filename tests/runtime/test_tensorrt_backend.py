@@ -21,7 +21,7 @@ ENGINE = EngineInfo(file="generator.engine", sha256="0" * 64, tensorrt_version="
 INFO = ComponentInfo(name="generator", file="generator.onnx", sha256="2" * 64, precision="fp16",
                      phase="frame", inputs=(TensorInfo("x", "float16", ("K", 3)),),
                      outputs=(TensorInfo("y", "float16", (1, 3)),), dims={"K": (1, 8)}, accuracy={},
-                     engine=ENGINE)
+                     engines={"tensorrt": ENGINE})
 
 
 def test_an_engine_for_this_gpu_and_tensorrt_is_accepted():
@@ -41,7 +41,7 @@ def test_an_engine_for_another_gpu_or_tensorrt_is_refused_with_the_rebuild_comma
 
 def test_missing_engine_gpu_or_tensorrt_are_refused():
     with pytest.raises(RuntimeStageError, match="has no TensorRT engine") as err:
-        check_engine(replace(INFO, engine=None), "art", ORIN, "10.3.0")
+        check_engine(replace(INFO, engines={}), "art", ORIN, "10.3.0")
     assert "mnt-export build --from art" in err.value.hint
     with pytest.raises(RuntimeStageError, match="needs a CUDA GPU: no driver"):
         check_engine(INFO, "art", GpuProbe(0, reason="no driver"), "10.3.0")

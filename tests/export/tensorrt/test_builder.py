@@ -48,7 +48,7 @@ def test_build_from_verifies_goldens_then_skips_engines_with_one_line(folder):
     assert len(skipped) == 1 and skipped[0] == lines[-1]
     assert NO_ENGINES in skipped[0] and f"mnt-export build --from {folder}" in skipped[0]
     assert not list(folder.glob("*.engine")) and all(
-        c.engine is None for c in load_manifest(folder).components.values())
+        not c.engines for c in load_manifest(folder).components.values())
 
 
 def test_build_from_refuses_a_folder_whose_goldens_no_longer_match(folder, tmp_path):
@@ -92,12 +92,12 @@ def test_build_needs_checkpoint_and_out_or_from(tmp_path):
 def test_skip_reason_names_a_missing_gpu_when_tensorrt_imports(monkeypatch):
     from mnt.runtime.backends import registry
 
-    monkeypatch.setattr(registry, "tensorrt_version", lambda: "10.3.0")
+    monkeypatch.setattr(registry, "tensorrt_version", lambda module="tensorrt": "10.3.0")
     monkeypatch.setattr(registry, "probe_gpu", lambda: GpuProbe(0, reason="the CUDA driver sees no GPU"))
     assert engine.engines_unavailable() == "no GPU (the CUDA driver sees no GPU)"
     monkeypatch.setattr(registry, "probe_gpu", lambda: GpuProbe(1, "Orin", "8.7"))
     assert engine.engines_unavailable() is None
-    monkeypatch.setattr(registry, "tensorrt_version", lambda: None)
+    monkeypatch.setattr(registry, "tensorrt_version", lambda module="tensorrt": None)
     assert "TensorRT is not installed" in engine.engines_unavailable()
 
 
@@ -141,16 +141,22 @@ def test_manifest_round_trips_an_engine_entry(folder, tmp_path):
     manifest = load_manifest(tmp_path / "a")
     entry = EngineInfo(file="generator.engine", sha256="d" * 64, tensorrt_version="10.3.0",
                        compute_capability="8.7", plugin_library_sha256=None, build_key="e" * 64, ops="native")
-    components = {**manifest.components, "generator": replace(manifest.components["generator"], engine=entry)}
+    generator = replace(manifest.components["generator"], engines={"tensorrt": entry})
+    components = {**manifest.components, "generator": generator}
     replace(manifest, components=components).write(tmp_path / "a")
     data = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert data["schema_version"] == 1  # an optional field: older readers ignore it
-    assert data["components"]["generator"]["engine"] == {
-        "file": "generator.engine", "sha256": "d" * 64, "tensorrt_version": "10.3.0",
-        "compute_capability": "8.7", "plugin_library_sha256": None, "build_key": "e" * 64, "ops": "native"}
-    assert "engine" not in data["components"]["target_encoder"]
+    assert data["components"]["generator"]["engines"] == {"tensorrt": {
+        "file": "generator.engine", "sha256": "d" * 64, "runtime": "tensorrt", "tensorrt_version": "10.3.0",
+        "compute_capability": "8.7", "plugin_library_sha256": None, "build_key": "e" * 64, "ops": "native"}}
+    assert "engines" not in data["components"]["target_encoder"]
     again = load_manifest(tmp_path / "a")
-    assert again.components["generator"].engine == entry and again.components["target_encoder"].engine is None
+    assert again.components["generator"].engines == {"tensorrt": entry}
+    assert again.components["target_encoder"].engines == {}
+    # a manifest of mnt 0.1 (one "engine" per component) still reads, as a TensorRT engine
+    data["components"]["generator"]["engine"] = data["components"]["generator"].pop("engines")["tensorrt"]
+    (tmp_path / "a" / "manifest.json").write_text(json.dumps(data))
+    assert load_manifest(tmp_path / "a").components["generator"].engines == {"tensorrt": entry}
 
 
 def test_plugin_variant_parser_input_gets_namespace_and_aot_attributes(tmp_path):
@@ -267,7 +273,7 @@ def _kernel_params(cubin: Path, kernel: str) -> list[tuple[int, int, int]]:
 
 @pytest.fixture(scope="module")
 def ptx_library(tmp_path_factory):
-    """A kernel folder with the real per-op PTX (nvcc, compute_87) and its kernels.json, as
+    """A kernel folder with the real per-op PTX (nvcc, compute_75) and its kernels.json, as
     `mnt-export kernels` writes them (without the slower fat library)."""
     from mnt.kernels.build import ptx_command
     from mnt.kernels.loader import MANIFEST_NAME
@@ -346,8 +352,9 @@ def test_engines_build_and_match_onnx_runtime(folder):
     manifest = engine.build_engines(folder, log=print)
     gpu = probe_gpu()
     for name, info in manifest.components.items():
-        assert info.engine and info.engine.compute_capability == gpu.compute_capability
-        assert info.engine.tensorrt_version == tensorrt_version()
+        built = info.engines["tensorrt"]
+        assert built.compute_capability == gpu.compute_capability
+        assert built.tensorrt_version == tensorrt_version()
         golden = np.load(folder / info.golden["file"])
         feeds = {t.name: golden[f"input:{t.name}"] for t in info.inputs}
         with OnnxRuntimeBackend(info, folder) as ort, TensorRTBackend(info, folder, cuda_graph=True) as trt:

@@ -1,0 +1,62 @@
+"""TensorRT-RTX backend: engines built on any machine (no GPU needed) for a list of RTX
+compute capabilities, compiled just-in-time for this GPU when first run.
+
+The same engine API as TensorRT's (the base class does buffers, copies and CUDA graphs);
+what differs is which module runs it, which engine of the component it takes, and the
+runtime cache that keeps the JIT-compiled kernels on disk between runs (one file per
+engine, under the cache folder), so only the first run of an engine on a GPU pays for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mnt.runtime.backends.tensorrt import TensorRTBackend
+from mnt.runtime.defaults import cache_dir
+from mnt.runtime.files import atomic_path
+
+
+def runtime_cache_path(engine_sha256: str, compute_capability: str) -> Path:
+    return cache_dir() / "tensorrt-rtx" / f"runtime-{engine_sha256[:24]}-sm{compute_capability}.cache"
+
+
+class TensorRTRTXBackend(TensorRTBackend):
+    RUNTIME = "tensorrt-rtx"
+    _runtime_cache: Any = None  # the engine's one cache, shared by its contexts
+    _cache_path: Path | None = None
+
+    def _create_context(self, engine: Any) -> Any:
+        return engine.create_execution_context(self._runtime_config(engine))
+
+    def _graph_context(self, engine: Any) -> Any:
+        config = self._runtime_config(engine)
+        config.set_execution_context_allocation_strategy(
+            self._trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        return engine.create_execution_context(config)
+
+    def _runtime_config(self, engine: Any) -> Any:
+        """A runtime config holding the engine's one runtime cache (read from disk once)."""
+        if self._runtime_cache is None:
+            self._cache_path = runtime_cache_path(self.component.engines[self.RUNTIME].sha256,
+                                                  self._compute_capability())
+            self._runtime_cache = engine.create_runtime_config().create_runtime_cache()
+            if self._cache_path.is_file():
+                self._runtime_cache.deserialize(self._cache_path.read_bytes())
+        config = engine.create_runtime_config()
+        config.set_runtime_cache(self._runtime_cache)
+        return config
+
+    def _compute_capability(self) -> str:
+        from mnt.runtime.gpu import probe_gpu
+
+        return probe_gpu(self.device).compute_capability.replace(".", "")
+
+    def deactivate_impl(self) -> None:
+        cache, path = self._runtime_cache, self._cache_path
+        if cache is not None and path is not None:  # keep what the JIT compiled for the next run
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as temporary:
+                temporary.write_bytes(bytes(memoryview(cache.serialize())))
+            self._runtime_cache = None
+        super().deactivate_impl()
