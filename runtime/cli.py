@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +19,9 @@ from mnt.runtime.defaults import cache_dir, default_artifacts, default_checkpoin
 from mnt.runtime.errors import RuntimeStageError
 
 OUTPUTS = ("face", "side-by-side", "paste-back")
+# Containers that take VideoWriter's libx264 stream (.webm and .gif refuse it; without a
+# suffix FFmpeg cannot pick a format).
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
 
 
 def _compose(mode: str, result: np.ndarray, crop, targets) -> np.ndarray:
@@ -45,7 +51,7 @@ def _compose(mode: str, result: np.ndarray, crop, targets) -> np.ndarray:
                    "--checkpoint).")
 @options.checkpoint("with --backend torch, the one the artefacts were built from (default: the "
                     "built-in model's, when --artifacts is not given)")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("-o", "--output", type=click.Path(path_type=Path),  # a folder: refused by run()
               help="Output video (H.264, the driver's audio copied); default: SOURCE's name "
                    "with .reenacted.mp4 in the current folder (for a camera: only a preview).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
@@ -111,13 +117,17 @@ def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, ou
     def say(line: str) -> None:
         click.echo(line, err=True)
 
+    # Everything that can be checked is checked here, before the model loads.
     camera = source.isdigit()
-    if not camera and not Path(source).is_file():
-        raise RuntimeStageError(f"driver video {source} does not exist")
+    if not camera:
+        _check_driver(source)
+    _check_targets(targets_dir)
     if output is None and not camera:
         output = Path(f"{Path(source).stem}.reenacted.mp4")
-    if output is not None and output.exists() and not force:
-        raise RuntimeStageError(f"{output} already exists", hint="pass --force to overwrite it")
+    if output is not None:
+        _check_output(output, force)
+    if camera:
+        _check_camera(int(source))
     rate, count, _ = (30, 0, False) if camera else video_info(source)
     fan = weights_folder(fan_weights)
     if fan is not None:  # before any slow step
@@ -184,6 +194,81 @@ def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, ou
     for line in _summary_lines(summary):
         say(line)
     return summary
+
+
+def _check_driver(source: str) -> None:
+    if "://" in source:
+        raise RuntimeStageError(f"driver {source}: streams are not supported yet",
+                                hint="give a video file or a camera index")
+    device = re.fullmatch(r"/dev/video(\d+)", source)
+    if device:
+        raise RuntimeStageError(f"driver {source} is a camera device",
+                                hint=f"give its camera index instead: mnt-run {device[1]} ...")
+    path = Path(source)
+    if path.is_dir():
+        raise RuntimeStageError(f"driver {source} is a folder; give a video file")
+    if not path.is_file():
+        raise RuntimeStageError(f"driver video {source} does not exist")
+
+
+def _check_targets(folder: Path) -> None:
+    if folder.is_file():
+        raise RuntimeStageError(f"--targets {folder} is a file; --targets takes a folder of 1 to 8 photos",
+                                hint=f"put it in a folder and pass that, e.g. --targets {folder.parent}")
+    if not folder.is_dir():
+        raise RuntimeStageError(f"targets folder {folder} does not exist",
+                                hint="--targets takes a folder of 1 to 8 photos")
+
+
+def _check_output(output: Path, force: bool) -> None:
+    """The output can be written: a file name with a suffix the H.264 writer takes, in a
+    folder that exists and accepts new files (VideoWriter writes a hidden file beside it)."""
+    if output.is_dir():
+        raise RuntimeStageError(f"output {output} is a folder",
+                                hint=f"give a video file name, e.g. -o {output / 'out.mp4'}")
+    suffix = output.suffix.lower()
+    if suffix not in VIDEO_SUFFIXES:
+        what = f"a {output.suffix} file" if suffix else "a file without a suffix"
+        raise RuntimeStageError(f"output {output}: cannot write H.264 video to {what}",
+                                hint=f"name it {output.stem or output.name}.mp4; .mov and .mkv work too")
+    if output.exists() and not force:
+        raise RuntimeStageError(f"{output} already exists", hint="pass --force to overwrite it")
+    folder = output.parent
+    if not folder.is_dir():
+        raise RuntimeStageError(f"cannot write {output}: folder {folder} does not exist",
+                                hint="create it first, or give another -o")
+    if not (os.access(folder, os.W_OK | os.X_OK) and _can_create_in(folder)):
+        raise RuntimeStageError(f"cannot write {output}: folder {folder} is not writable",
+                                hint="give -o in a folder you can write to")
+
+
+def _can_create_in(folder: Path) -> bool:
+    # os.access says yes to root, and on some read-only or network mounts: really try.
+    try:
+        handle, name = tempfile.mkstemp(prefix=".mnt-run-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(handle)
+    os.unlink(name)
+    return True
+
+
+def _check_camera(index: int) -> None:
+    import cv2
+
+    previous = cv2.getLogLevel() if hasattr(cv2, "getLogLevel") else None
+    if previous is not None:
+        cv2.setLogLevel(0)  # OpenCV's own warnings about the missing device would bury the error
+    try:
+        capture = cv2.VideoCapture(index)
+        opened = capture.isOpened()
+        capture.release()
+    finally:
+        if previous is not None:
+            cv2.setLogLevel(previous)
+    if not opened:
+        raise RuntimeStageError(f"cannot open camera {index}",
+                                hint="check that it is connected and not in use; the first camera is 0")
 
 
 def _fps(stream) -> str:

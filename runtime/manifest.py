@@ -14,6 +14,7 @@ from typing import Any
 
 from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.files import atomic_path, sha256_file
+from mnt.runtime.manifest_schema import kind_of, problems
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -122,12 +123,12 @@ class ComponentInfo:
             dims={k: (v["min"], v["max"]) for k, v in data["dims"].items()},
             accuracy=data["accuracy"], golden=data.get("golden"),
             engines=_engines(data),
-            custom_ops=dict(data.get("custom_ops", {})),
+            custom_ops=dict(data.get("custom_ops") or {}),
         )
 
 
 def _engines(component: dict[str, Any]) -> dict[str, EngineInfo]:
-    engines = {runtime: EngineInfo.from_json(e) for runtime, e in component.get("engines", {}).items()}
+    engines = {runtime: EngineInfo.from_json(e) for runtime, e in (component.get("engines") or {}).items()}
     if component.get("engine"):  # written by mnt 0.1 before TensorRT-RTX: one TensorRT engine
         engines.setdefault("tensorrt", EngineInfo.from_json(component["engine"]))
     return engines
@@ -179,20 +180,22 @@ def load_manifest(folder: str | os.PathLike[str]) -> Manifest:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise RuntimeStageError(f"{path} is not readable JSON: {err}", hint=REBUILD_HINT) from err
+    if not isinstance(data, dict):
+        raise RuntimeStageError(f"{path} is {kind_of(data)}, expected a JSON object", hint=REBUILD_HINT)
     if data.get("schema_version") != SCHEMA_VERSION:
         raise RuntimeStageError(
             f"{path} has schema version {data.get('schema_version')!r}; this mnt reads "
             f"{SCHEMA_VERSION}", hint=REBUILD_HINT)
-    try:
-        return Manifest(
-            tool_version=data["tool_version"], checkpoint_sha256=data["checkpoint_sha256"],
-            precision=data["precision"], opset=data["opset"], versions=data["versions"],
-            model=data["model"], files=data["files"],
-            components={n: ComponentInfo.from_json(n, c) for n, c in data["components"].items()},
-            calibration=data.get("calibration"),
-        )
-    except (KeyError, TypeError) as err:
-        raise RuntimeStageError(f"{path} is missing field {err}", hint=REBUILD_HINT) from err
+    found = problems(data)
+    if found:
+        raise RuntimeStageError(f"{path}: " + "; ".join(found), hint=REBUILD_HINT)
+    return Manifest(
+        tool_version=data["tool_version"], checkpoint_sha256=data["checkpoint_sha256"],
+        precision=data["precision"], opset=data["opset"], versions=data["versions"],
+        model=data["model"], files=data["files"],
+        components={n: ComponentInfo.from_json(n, c) for n, c in data["components"].items()},
+        calibration=data.get("calibration"),
+    )
 
 
 def check_hashes(folder: str | os.PathLike[str], manifest: Manifest, goldens: bool = True) -> list[str]:

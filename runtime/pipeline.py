@@ -3,6 +3,8 @@ encoded once; each driver frame is tracked, smoothed, aligned, transformed and g
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,8 +29,10 @@ class Targets:
     cache_hit: bool
 
 
-def load_targets(folder: Path, model: Reenactor, landmarker: LandmarkBackend, cache: Path | None,
-                 say: Callable[[str], None]) -> Targets:
+def load_targets(folder: str | Path, model: Reenactor, landmarker: LandmarkBackend,
+                 cache: str | Path | None, say: Callable[[str], None]) -> Targets:
+    folder = Path(folder)
+    cache = Path(cache) if cache is not None else None
     if not folder.is_dir():
         raise RuntimeStageError(f"targets folder {folder} does not exist")
     candidates = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -92,6 +96,14 @@ class DriverStream:
     _last: np.ndarray | None = None
     _lost: bool = False
     _crops: CropTracker | None = None
+
+    def __post_init__(self) -> None:
+        # the smoother's clock is frames / rate
+        rate = self.rate
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) \
+                or not (math.isfinite(rate) and rate > 0):
+            raise RuntimeStageError(f"DriverStream: rate must be frames per second > 0, got {self.rate!r}",
+                                    hint="pass the driver video's frame rate, e.g. video_info(path)[0]")
 
     def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, Crop] | None:
         """One driver frame (uint8 RGB) -> (reenacted face, the driver's crop), or None while

@@ -9,6 +9,7 @@ to the model's input size, with their 68 landmarks in crop pixels.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,15 +40,17 @@ class TargetState:
     identity: np.ndarray  # (68, 3) l̂_id averaged over the targets (normalised frame)
     k: int
     key: str  # cache key: artefact and target contents
+    artefact_key: str = ""  # the Reenactor.artefact_key of the model that made it
 
     def save(self, handle: BinaryIO) -> None:
         np.savez(handle, identity=self.identity, k=np.int64(self.k), **self.feeds)
 
     @classmethod
-    def load(cls, path: Path, key: str) -> TargetState:
+    def load(cls, path: Path, key: str, artefact_key: str = "") -> TargetState:
+        """Raises OSError, EOFError, ValueError, KeyError or zipfile.BadZipFile on a damaged file."""
         with np.load(path, allow_pickle=False) as data:
             feeds = {name: _frozen(data[name]) for name in data.files if name not in ("identity", "k")}
-            return cls(feeds, _frozen(data["identity"]), int(data["k"]), key)
+            return cls(feeds, _frozen(data["identity"]), int(data["k"]), key, artefact_key)
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -129,19 +132,22 @@ class Reenactor:
         if not lo <= len(faces) <= hi or len(faces) != len(landmarks):
             raise RuntimeStageError(f"need {lo} to {hi} target faces with landmarks, got "
                                     f"{len(faces)} faces and {len(landmarks)} landmark sets")
+        faces = [self._check_face(f) for f in faces]  # before the key: it reads them as uint8
         key = self.target_key(faces, landmarks)
+        cache = Path(cache) if cache is not None else None
         cached = cache / f"{key}.npz" if cache else None
         if cached and cached.is_file():
             try:
-                return TargetState.load(cached, key), True
-            except (OSError, ValueError, KeyError):
+                return TargetState.load(cached, key, self.artefact_key), True
+            except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
                 cached.unlink(missing_ok=True)  # a damaged cache entry is recomputed
-        images = np.stack([to_model_input(self._check_face(f)) for f in faces])
+        images = np.stack([to_model_input(f) for f in faces])
         drawn = np.stack([to_model_input(rasterize(p, self.size)) for p in landmarks])
         out = self.backends["target_encoder"].infer(
             {"target_images": images, "target_landmarks": drawn})
         identity = self.transformer.target_identity(images, np.stack(landmarks))
-        state = TargetState({n: _frozen(v) for n, v in out.items()}, _frozen(identity), len(faces), key)
+        state = TargetState({n: _frozen(v) for n, v in out.items()}, _frozen(identity), len(faces), key,
+                            self.artefact_key)
         if cached:
             cached.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(cached) as temporary, open(temporary, "wb") as handle:
@@ -151,17 +157,27 @@ class Reenactor:
     def driver_landmarks(self, state: TargetState, face: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The landmark transformer for one driver frame: the target's identity with the
         driver's expression, in the driver's pose (crop pixels)."""
+        self._check_state(state)
         return self.transformer.drive(state.identity, to_model_input(self._check_face(face)), landmarks)
 
     def generate(self, state: TargetState, landmarks: np.ndarray) -> np.ndarray:
         """Driver landmarks (68, 3) in crop pixels -> the reenacted face, uint8 RGB."""
+        self._check_state(state)
         drawn = to_model_input(rasterize(landmarks, self.size))[None]
         out = self.backends["generator"].infer({"driver_landmarks": drawn, **state.feeds})
         image = np.asarray(out["image"][0], dtype=np.float32)
         return np.clip((image.transpose(1, 2, 0) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
 
+    def _check_state(self, state: TargetState) -> None:
+        # another model's state of the same shapes would run, and give a wrong face
+        if not isinstance(state, TargetState) or state.artefact_key != self.artefact_key:
+            raise RuntimeStageError(
+                f"this target state was not encoded by the model of {self.folder}",
+                hint="encode the targets again with this Reenactor (encode_targets)")
+
     def _check_face(self, face: np.ndarray) -> np.ndarray:
-        if face.shape != (self.size, self.size, 3) or face.dtype != np.uint8:
-            raise RuntimeStageError(f"face crops must be uint8 ({self.size}, {self.size}, 3), "
-                                    f"got {face.dtype} {face.shape}")
+        if not isinstance(face, np.ndarray) or face.shape != (self.size, self.size, 3) \
+                or face.dtype != np.uint8:
+            got = f"{face.dtype} {face.shape}" if isinstance(face, np.ndarray) else type(face).__name__
+            raise RuntimeStageError(f"face crops must be uint8 ({self.size}, {self.size}, 3), got {got}")
         return face

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 from collections.abc import Iterator
 from fractions import Fraction
@@ -17,6 +18,14 @@ def read_frames(path: str | os.PathLike[str], limit: int | None = None,
                 step: int = 1) -> Iterator[np.ndarray]:
     """Yield every `step`-th frame as uint8 (H, W, 3) RGB, at most `limit` frames."""
     import av  # imported here: reading videos is the only use, and PyAV loads FFmpeg
+
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral)
+                              or limit < 0):
+        raise RuntimeStageError(f"read_frames: limit must be None or an integer >= 0, got {limit!r}")
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
+        raise RuntimeStageError(f"read_frames: step must be an integer >= 1, got {step!r}")
+    if limit == 0:
+        return
 
     try:
         container = av.open(str(path))
@@ -67,6 +76,8 @@ class VideoWriter:
         self.path = Path(path)
         self.temporary = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
         self.frames = 0
+        self.width, self.height = width, height
+        self.closed = False
         self.rate = Fraction(rate).limit_denominator(1001)
         try:
             self.container = av.open(str(self.temporary), mode="w")
@@ -84,6 +95,12 @@ class VideoWriter:
     def write(self, frame: np.ndarray) -> None:
         import av
 
+        if self.closed:
+            raise RuntimeStageError(f"{self.path}: write after close")
+        want = (self.height, self.width, 3)
+        if not isinstance(frame, np.ndarray) or frame.shape != want or frame.dtype != np.uint8:
+            got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+            raise RuntimeStageError(f"{self.path}: frame {self.frames + 1} must be uint8 {want}, got {got}")
         if frame.shape[:2] != (self.stream.height, self.stream.width):
             frame = np.pad(frame, ((0, self.stream.height - frame.shape[0]),
                                    (0, self.stream.width - frame.shape[1]), (0, 0)), mode="edge")
@@ -105,7 +122,11 @@ class VideoWriter:
             self.container.mux(packet)
 
     def close(self) -> Path:
-        """Finish the file and move it onto `path` (only if at least one frame was written)."""
+        """Finish the file and move it onto `path` (only if at least one frame was written).
+        Closing again (or after abort) does nothing."""
+        if self.closed:
+            return self.path
+        self.closed = True
         try:
             for packet in self.stream.encode():
                 self.container.mux(packet)
@@ -122,6 +143,7 @@ class VideoWriter:
         return self.path
 
     def abort(self) -> None:
+        self.closed = True
         with contextlib.suppress(Exception):
             self.container.close()
         if self.source is not None:

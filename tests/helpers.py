@@ -3,6 +3,7 @@ is beside the checkout) and landmark sets placed in the model's crop."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,17 @@ def run_blocking(code: str, blocked: tuple[str, ...] = ("torch",), timeout: floa
     )
     return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True,
                           timeout=timeout)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def interruptible_popen(args: list[str], **kwargs) -> subprocess.Popen:
+    """Popen a child that the test will send SIGINT. The child gets the default SIGINT
+    handler: a shell running pytest in the background (or a CI runner) may hand SIGINT down
+    as ignored, and Python then never raises KeyboardInterrupt."""
+    return subprocess.Popen(args, preexec_fn=_default_sigint, **kwargs)
 
 
 def console_script(name: str) -> str:

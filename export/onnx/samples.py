@@ -8,8 +8,9 @@ mnt.runtime; real detected landmarks arrive with the runtime's face tracker.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -53,19 +54,48 @@ def default_faces(size: int, count: int = 8) -> list[np.ndarray]:
     return faces
 
 
+def _human_face_check() -> tuple[Callable[[np.ndarray], bool], Callable[[], None]] | None:
+    """(is there a human face in this RGB image, close), with the runtime's check
+    (mediapipe's face mesh confirmed by dlib); None where those are not installed."""
+    from mnt.runtime.errors import RuntimeStageError
+    from mnt.runtime.landmarkers.mediapipe_mesh import MediaPipeLandmarks
+
+    try:
+        landmarker = MediaPipeLandmarks(static_image_mode=True)
+    except RuntimeStageError as err:  # an optional extra: photos go unchecked, as before
+        logging.getLogger(__name__).info("--faces photos not checked for a human face: %s",
+                                         err.one_line())
+        return None
+    return (lambda image: landmarker.detect(image) is not None), landmarker.close
+
+
 def faces_from(paths: Sequence[str | os.PathLike[str]], size: int, count: int = 8) -> list[np.ndarray]:
-    """Up to `count` faces: photos as they are, videos sampled evenly (6 frames each)."""
+    """Up to `count` faces: photos as they are, videos sampled evenly (6 frames each). A
+    photo without a human face (by the runtime's check, where mediapipe is installed) is
+    refused: repeated to fill the 8 inputs, it would gate the model on a dog."""
     faces: list[np.ndarray] = []
     files = sorted(p for path in map(Path, paths)
                    for p in ([path] if path.is_file() else path.iterdir())
                    if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
-    for file in files:
-        if file.suffix.lower() in IMAGE_SUFFIXES:
-            image = read_image(file)
-            if image is not None:
+    check: tuple[Callable[[np.ndarray], bool], Callable[[], None]] | None = None
+    checked = False  # the landmarker starts at the first photo: videos alone never load it
+    try:
+        for file in files:
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                image = read_image(file)
+                if image is None:
+                    continue
+                if not checked:
+                    check, checked = _human_face_check(), True
+                if check is not None and not check[0](image):
+                    raise ExportError(f"{file}: no human face found",
+                                      hint="--faces takes photos or videos of real people's faces")
                 faces.append(square_crop(image, size))
-        else:
-            faces.extend(square_crop(f, size) for f in read_frames(file, limit=6, step=15))
+            else:
+                faces.extend(square_crop(f, size) for f in read_frames(file, limit=6, step=15))
+    finally:
+        if check is not None:
+            check[1]()
     if not faces:
         raise ExportError(f"no readable photos or videos in {', '.join(map(str, paths))}")
     step = max(1, len(faces) // count)

@@ -29,13 +29,12 @@ from mnt.export.errors import AccuracyError, ExportError
 from mnt.runtime.backends import registry
 from mnt.runtime.files import atomic_path, sha256_file
 from mnt.runtime.gpu import probe_gpu, tensorrt_version
-from mnt.runtime.manifest import ComponentInfo, EngineInfo, Manifest, load_manifest
+from mnt.runtime.manifest import ENGINE_RUNTIMES, ComponentInfo, EngineInfo, Manifest, load_manifest
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
 ENGINE_OPS = ("native", "plugins")
-ENGINE_RUNTIMES = ("tensorrt", "tensorrt-rtx")
 # TensorRT-RTX's default targets: Ampere, Ada, Blackwell RTX GPUs (7.5, Turing, on request).
 RTX_CAPABILITIES = ("8.0", "8.6", "8.9", "12.0")
 KEY_VERSION = 2  # bump when the meaning of a key's inputs changes

@@ -47,6 +47,17 @@ class OnnxRuntimeBackend(Backend):
             self.session = ort.InferenceSession(model, options, providers=wanted)
         except Exception as err:  # onnxruntime raises its own untyped errors
             raise RuntimeStageError(f"cannot load {self.path}: {err}") from err
+        # a file holding another component's graph loads fine, then fails (or lies) later
+        from mnt.runtime.manifest import REBUILD_HINT
+
+        for side, got_io, want_io in (("inputs", self.session.get_inputs(), self.component.inputs),
+                                      ("outputs", self.session.get_outputs(), self.component.outputs)):
+            got_names, want_names = [t.name for t in got_io], [t.name for t in want_io]
+            if sorted(got_names) != sorted(want_names):
+                self.session = None
+                raise RuntimeStageError(
+                    f"{self.path} has {side} {got_names}, but the manifest's {self.component.name} "
+                    f"has {want_names}", hint=REBUILD_HINT)
         got = self.session.get_providers()
         if PROVIDERS[self.device] not in got and not self.allow_fallback:
             self.session = None

@@ -14,7 +14,7 @@ import pytest
 
 from mnt.runtime.backends import registry
 from mnt.runtime.video import read_frames
-from tests.helpers import SHARED_DATA, console_script
+from tests.helpers import SHARED_DATA, console_script, interruptible_popen
 
 pytest.importorskip("mediapipe")
 pytest.importorskip("dlib")
@@ -145,9 +145,9 @@ def test_bad_driver_and_existing_output(artefacts, env, tmp_path):
 def test_ctrl_c_keeps_a_valid_shorter_video(artefacts, env, tmp_path):
     targets = _targets(tmp_path, "s42.jpg")
     out = tmp_path / "cut.mp4"
-    process = subprocess.Popen([console_script("mnt-run"), str(DRIVING / "d6.mp4"), "--targets",
-                                str(targets), "--artifacts", str(artefacts), "-o", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    process = interruptible_popen([console_script("mnt-run"), str(DRIVING / "d6.mp4"), "--targets",
+                                   str(targets), "--artifacts", str(artefacts), "-o", str(out)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 300
     while time.time() < deadline and not any(p.name.startswith(".cut") for p in tmp_path.iterdir()):
         time.sleep(0.2)

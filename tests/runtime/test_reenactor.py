@@ -97,3 +97,51 @@ def test_runtime_runs_fp16_artefacts_without_torch(tiny_artefacts):
     )
     result = run_blocking(code, ("torch", "onnxscript"))
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "not_a_zip", "missing_array"])
+def test_a_damaged_cache_entry_is_recomputed_and_replaced(fp32, tiny_checkpoint, parity_faces, tmp_path,
+                                                          damage):
+    stats = load_checkpoint(tiny_checkpoint).stats
+    faces, points = _targets(stats, parity_faces, 2)
+    with Reenactor(fp32) as model:
+        good, _ = model.encode_targets(faces, points, cache=tmp_path)
+        entry = tmp_path / f"{good.key}.npz"
+        whole = entry.read_bytes()
+        if damage == "missing_array":  # a readable archive without the identity
+            np.savez(entry, k=np.int64(2))
+        else:
+            entry.write_bytes({"empty": b"", "truncated": whole[: len(whole) // 2],
+                               "not_a_zip": b"damaged"}[damage])
+        again, hit = model.encode_targets(faces, points, cache=str(tmp_path))
+        assert not hit and entry.read_bytes() == whole  # recomputed and written anew
+        assert all(np.array_equal(good.feeds[n], again.feeds[n]) for n in good.feeds)
+        _, hit = model.encode_targets(faces, points, cache=tmp_path)
+    assert hit
+
+
+def test_float_face_crops_are_refused_on_a_cache_hit_too(fp32, tiny_checkpoint, parity_faces, tmp_path):
+    stats = load_checkpoint(tiny_checkpoint).stats
+    faces, points = _targets(stats, parity_faces, 1)
+    with Reenactor(fp32) as model:
+        model.encode_targets(faces, points, cache=tmp_path)
+        with pytest.raises(RuntimeStageError, match="face crops must be uint8 .* got float32"):
+            model.encode_targets([faces[0].astype(np.float32)], points, cache=tmp_path)
+
+
+def test_a_target_state_of_another_model_is_refused(fp32, tiny_checkpoint, parity_faces, tmp_path):
+    stats = load_checkpoint(tiny_checkpoint).stats
+    faces, points = _targets(stats, parity_faces, 1)
+    other = tmp_path / "other"
+    shutil.copytree(fp32, other)
+    manifest = other / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"tool_version": "', '"tool_version": "other-'))
+    with Reenactor(fp32) as model, Reenactor(other) as second, Reenactor(fp32) as same:
+        state, _ = model.encode_targets(faces, points)
+        for call in (lambda: second.generate(state, points[0]),
+                     lambda: second.driver_landmarks(state, faces[0], points[0])):
+            with pytest.raises(RuntimeStageError, match="target state was not encoded by the model of"):
+                call()
+        assert same.generate(state, points[0]).shape == (256, 256, 3)  # same artefacts: accepted
+        with pytest.raises(RuntimeStageError, match="target state was not encoded"):
+            model.generate({"feeds": state.feeds}, points[0])

@@ -19,7 +19,7 @@ from mnt.export.onnx.exporter import OPSET, grid_sample_modes
 from mnt.runtime.errors import MntError
 from mnt.runtime.files import sha256_file
 from mnt.runtime.manifest import MANIFEST_NAME, load_manifest
-from tests.helpers import assert_generator_gate, console_script
+from tests.helpers import assert_generator_gate, console_script, interruptible_popen
 
 
 @pytest.fixture(scope="module", params=["fp32", "fp16"])
@@ -210,9 +210,9 @@ def test_unwritable_output_and_full_disk(checkpoint, faces, tmp_path, monkeypatc
 
 def test_ctrl_c_during_a_build_leaves_no_folder(checkpoint, tmp_path):
     out = tmp_path / "out"
-    process = subprocess.Popen([console_script("mnt-export"), "build", "--checkpoint", str(checkpoint),
-                                "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = interruptible_popen([console_script("mnt-export"), "build", "--checkpoint", str(checkpoint),
+                                   "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not any(p.name.startswith(".out.partial") for p in tmp_path.iterdir()):
         time.sleep(0.2)
