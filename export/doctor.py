@@ -12,13 +12,13 @@ import platform
 import subprocess
 import sys
 from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from mnt.runtime.backends import registry
-from mnt.runtime.gpu import cuda_runtime, probe_gpu, tensorrt_version
+from mnt.runtime.gpu import cuda_version, probe_gpu, tensorrt_version
 from mnt.runtime.manifest import Manifest, load_manifest
+from mnt.runtime.versions import installed_versions
 
 NVCC_TIMEOUT_S = 20
 # Package -> the distributions that may provide it (the first one installed is reported).
@@ -37,12 +37,7 @@ DISTRIBUTIONS = {
 
 def _distribution(names: tuple[str, ...]) -> tuple[str | None, str | None]:
     """(distribution, version) of the first of `names` installed, else (None, None)."""
-    for name in names:
-        try:
-            return name, version(name)
-        except Exception:  # PackageNotFoundError, or a broken dist-info folder: not installed
-            continue
-    return None, None
+    return next(iter(installed_versions(names).items()), (None, None))
 
 
 def _has_module(name: str) -> bool:
@@ -87,9 +82,11 @@ def _onnxruntime() -> dict[str, Any]:
     return data
 
 
-def _tensorrt() -> dict[str, Any]:
-    data = _package("tensorrt")
-    found, problem = _attempt(tensorrt_version, None)  # imports tensorrt; constructs nothing
+def _tensorrt(module: str) -> dict[str, Any]:
+    """TensorRT's or TensorRT-RTX's package (metadata) and module (imported: it constructs
+    nothing, so this is safe without a GPU)."""
+    data = _package(module)
+    found, problem = _attempt(lambda: tensorrt_version(module), None)
     data.update(installed=data["installed"] or found is not None, importable=found is not None,
                 version=found or data["version"])
     if problem:
@@ -97,22 +94,8 @@ def _tensorrt() -> dict[str, Any]:
     return data
 
 
-def _tensorrt_rtx() -> dict[str, Any]:
-    data = _package("tensorrt_rtx", "tensorrt_rtx")
-    if data["version"] is None and data["module_found"]:
-        def ask() -> str:
-            import tensorrt_rtx
-
-            return str(tensorrt_rtx.__version__)
-
-        data["version"], problem = _attempt(ask, None)
-        if problem:
-            data["problem"] = problem
-    return data
-
-
-def _cuda_version(number: int) -> str | None:
-    return f"{number // 1000}.{number % 1000 // 10}" if number > 0 else None
+def _cuda_version(number: int | None) -> str | None:
+    return f"{number // 1000}.{number % 1000 // 10}" if number else None
 
 
 def _gpu() -> dict[str, Any]:
@@ -123,13 +106,8 @@ def _gpu() -> dict[str, Any]:
         data.update(available=probe.available, count=probe.count, name=probe.name,
                     compute_capability=probe.compute_capability, memory_gib=probe.memory_gib,
                     reason=probe.reason)
-    cudart = cuda_runtime()
-    if cudart is not None:
-        # Both calls return an error code instead of failing without a driver (driver: 0).
-        for key, call in (("driver", "cudaDriverGetVersion"), ("runtime", "cudaRuntimeGetVersion")):
-            result, _ = _attempt(getattr(cudart, call), None)
-            if result is not None and int(result[0]) == 0:
-                data[key] = _cuda_version(int(result[1]))
+    for which in ("driver", "runtime"):
+        data[which] = _cuda_version(cuda_version(which))
     return data
 
 
@@ -186,8 +164,8 @@ def facts(artifacts: Path | None = None) -> dict[str, Any]:
             "onnxruntime": _onnxruntime(),
             "torch": _package("torch"),  # metadata only: importing torch is what doctor must not do
             "onnx": _package("onnx"),
-            "tensorrt": _tensorrt(),
-            "tensorrt_rtx": _tensorrt_rtx(),
+            "tensorrt": _tensorrt("tensorrt"),
+            "tensorrt_rtx": _tensorrt("tensorrt_rtx"),
             "cuda-python": _package("cuda-python"),
             "mediapipe": _package("mediapipe", "mediapipe"),
             "dlib": _package("dlib", "dlib"),

@@ -285,15 +285,21 @@ def shape_symbols(spec: Mapping[str, Any], shapes: Sequence[Sequence[Any]]) -> d
     return symbols
 
 
-def limit_violations(spec: Mapping[str, Any], symbols: Mapping[str, Any], cdiv: Cdiv = ceil_div,
-                     value: Callable[[Any], int | None] = lambda v: v) -> list[str]:
-    """One message per limit of the spec that `symbols` exceed. `value` turns an evaluated
-    formula into an int, or None where it is not known yet (a dynamic TensorRT dimension)."""
+def limit_violations(spec: Mapping[str, Any], symbols: Mapping[str, int | None],
+                     bounds: bool = False) -> list[str]:
+    """One message per limit of the spec that `symbols` exceed (symbol -> its value, or None
+    where unknown). With `bounds` the values are upper bounds (a build-time constant or an
+    optimisation profile's max): the limits grow with every symbol, so bounds within them
+    mean every shape is. A limit over an unknown symbol is left to the kernel's own check at
+    run time."""
     problems = []
     for formula, most in spec["limits"].items():
-        got = value(evaluate(formula, symbols, cdiv))
-        if got is not None and got > most:
-            problems.append(f"{spec['op']}: {formula} = {got}; the kernel supports at most {most}")
+        if any(symbols.get(name) is None for name in formula_names(formula)):
+            continue
+        got = evaluate(formula, symbols)
+        if got > most:
+            how = "can reach" if bounds else "="
+            problems.append(f"{spec['op']}: {formula} {how} {got}; the kernel supports at most {most}")
     return problems
 
 
@@ -315,21 +321,6 @@ def _symbol_sizes(spec: Mapping[str, Any], shapes: Sequence[Sequence[Any]]) -> l
     shape_symbols(spec, shapes)  # counts and ranks
     return [(symbol, size) for tensor, shape in zip(spec["inputs"], shapes, strict=True)
             for symbol, size in zip(tensor["shape"], shape, strict=True) if isinstance(symbol, str)]
-
-
-def bound_violations(spec: Mapping[str, Any], upper: Mapping[str, int | None]) -> list[str]:
-    """The spec's limits on upper bounds (symbol -> its largest possible value: a build-time
-    constant or an optimisation profile's max; None where unknown). The limits grow with
-    every symbol, so bounds within them mean every shape is; a limit over an unknown symbol
-    is left to the kernel's own check at run time."""
-    problems = []
-    for formula, most in spec["limits"].items():
-        if any(upper.get(name) is None for name in formula_names(formula)):
-            continue
-        got = evaluate(formula, upper)
-        if got > most:
-            problems.append(f"{spec['op']}: {formula} can reach {got}; the kernel supports at most {most}")
-    return problems
 
 
 def relation_violations(spec: Mapping[str, Any], symbols: Mapping[str, int | None]) -> list[str]:

@@ -39,6 +39,20 @@ def cuda_runtime() -> ModuleType | None:
     return None
 
 
+def cuda_version(which: str = "driver") -> int | None:
+    """The CUDA version of the installed driver ("driver") or of cuda-python's runtime
+    ("runtime"), as CUDA writes it (12060 for 12.6); None without a driver or cuda-python."""
+    cudart = cuda_runtime()
+    if cudart is None:
+        return None
+    call = {"driver": "cudaDriverGetVersion", "runtime": "cudaRuntimeGetVersion"}[which]
+    try:
+        error, found = getattr(cudart, call)()
+    except Exception:  # a broken CUDA install raises from inside the bindings
+        return None
+    return int(found) if int(error) == 0 and int(found) > 0 else None
+
+
 def probe_gpu(device: int = 0) -> GpuProbe:
     cudart = cuda_runtime()
     if cudart is None:

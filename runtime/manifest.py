@@ -36,9 +36,6 @@ class TensorInfo:
         return cls(data["name"], data["dtype"], tuple(data["shape"]))
 
 
-ENGINE_RUNTIMES = ("tensorrt", "tensorrt-rtx")  # what runs an engine; a component has one of each at most
-
-
 @dataclass(frozen=True)
 class EngineInfo:
     """An engine of one component, for one runtime:

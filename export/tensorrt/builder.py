@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from mnt.export.errors import AccuracyError, ExportError
 from mnt.runtime.backends import registry
+from mnt.runtime.backends.tensorrt import RUNTIMES  # runtime -> (module, name, install)
 from mnt.runtime.files import atomic_path, sha256_file
 from mnt.runtime.gpu import probe_gpu, tensorrt_version
-from mnt.runtime.manifest import ENGINE_RUNTIMES, ComponentInfo, EngineInfo, Manifest, load_manifest
+from mnt.runtime.manifest import ComponentInfo, EngineInfo, Manifest, load_manifest
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -55,9 +56,9 @@ class EngineSettings:
     def __post_init__(self) -> None:
         if self.ops not in ENGINE_OPS:
             raise ExportError(f"unknown engine ops {self.ops!r}; choose one of {', '.join(ENGINE_OPS)}")
-        if self.runtime not in ENGINE_RUNTIMES:
+        if self.runtime not in RUNTIMES:
             raise ExportError(f"unknown engine runtime {self.runtime!r}; choose one of "
-                              f"{', '.join(ENGINE_RUNTIMES)}")
+                              f"{', '.join(RUNTIMES)}")
         if self.runtime == "tensorrt":  # its engines are for the GPU they are built on
             object.__setattr__(self, "compute_capabilities", ())
 
@@ -102,7 +103,7 @@ def engines_unavailable(runtime: str = "tensorrt") -> str | None:
 
 def current_target(settings: EngineSettings = EngineSettings()) -> BuildTarget:
     reason = engines_unavailable(settings.runtime)
-    label = "TensorRT-RTX" if settings.runtime == "tensorrt-rtx" else "TensorRT"
+    label = RUNTIMES[settings.runtime][1]
     if reason:
         raise ExportError(f"cannot build {label} engines here: {reason}")
     if settings.runtime == "tensorrt-rtx":
@@ -178,7 +179,7 @@ def build_engine(onnx_path: Path, info: ComponentInfo, settings: EngineSettings,
         if register_plugins is not None:
             register_plugins()
         started = time.perf_counter()
-        label = "TensorRT-RTX" if target.runtime == "tensorrt-rtx" else "TensorRT"
+        label = RUNTIMES[target.runtime][1]
         gpus = ", ".join(f"sm_{cc.replace('.', '')}" for cc in target.compute_capability.split(","))
         log(f"{info.name}: building a {label} {target.tensorrt_version} engine for {gpus} ({settings.ops} "
             f"ops, profile {_describe_profile(info)}) ...")
@@ -332,7 +333,7 @@ def _compile(onnx_path: Path, info: ComponentInfo, settings: EngineSettings, tar
     model = plugin_onnx_bytes(onnx_path) if settings.ops == "plugins" else onnx_path.read_bytes()
     if not parser.parse(model, str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        label = "TensorRT-RTX" if target.runtime == "tensorrt-rtx" else "TensorRT"
+        label = RUNTIMES[target.runtime][1]
         raise ExportError(f"{info.name}: {label}'s ONNX parser rejected {onnx_path.name}: {errors}")
     _check_network_io(network, info, trt)
     config = builder.create_builder_config()
@@ -367,7 +368,7 @@ def _compile(onnx_path: Path, info: ComponentInfo, settings: EngineSettings, tar
             hint = ("free GPU memory and rerun, or build from Python with more workspace or a lower "
                     "optimisation level: mnt.export.tensorrt.builder.build_engines(folder, "
                     "EngineSettings(workspace_mib=4096, optimization_level=1))")
-        label = "TensorRT-RTX" if target.runtime == "tensorrt-rtx" else "TensorRT"
+        label = RUNTIMES[target.runtime][1]
         raise ExportError(f"{info.name}: {label} could not build an engine: {why}", hint=hint)
     if timing_path is not None:
         timing_path.parent.mkdir(parents=True, exist_ok=True)
@@ -400,7 +401,7 @@ def _module(runtime: str) -> Any:
     builder APIs are the same, so one code path serves both."""
     import importlib
 
-    return importlib.import_module("tensorrt_rtx" if runtime == "tensorrt-rtx" else "tensorrt")
+    return importlib.import_module(RUNTIMES[runtime][0])
 
 
 def _check_network_io(network: trt.INetworkDefinition, info: ComponentInfo, trt: Any) -> None:

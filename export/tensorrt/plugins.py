@@ -28,9 +28,9 @@ from mnt.export.errors import ExportError
 from mnt.kernels.errors import KernelError
 from mnt.kernels.spec import (
     OPS,
-    bound_violations,
     dtypes,
     evaluate,
+    limit_violations,
     onnx_name,
     op_spec,
     relation_violations,
@@ -39,6 +39,7 @@ from mnt.kernels.spec import (
     symbol_values,
     validate_spec,
 )
+from mnt.runtime import gpu
 
 _registered: str | None = None  # the kernel folder registered in this process
 AOT_TENSORRT = (10, 9)  # the first TensorRT with ahead-of-time Python plugins (tensorrt.plugin: 10.6)
@@ -142,20 +143,6 @@ def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(numbers)
 
 
-def driver_cuda_version() -> int | None:
-    """The CUDA version of the installed driver (12060 for 12.6), None without a driver."""
-    from mnt.runtime.gpu import cuda_runtime
-
-    cudart = cuda_runtime()
-    if cudart is None:
-        return None
-    try:
-        error, found = cudart.cudaDriverGetVersion()
-    except Exception:  # a broken CUDA install raises from inside the bindings
-        return None
-    return int(found) if int(error) == 0 and int(found) > 0 else None
-
-
 def check_ptx_loads(kernels: PluginKernels, driver: int) -> None:
     """ExportError unless this driver (cudaDriverGetVersion's 12060) can JIT-compile every
     op's PTX: its `.version` (the PTX ISA) came with a CUDA release, and older drivers refuse
@@ -203,7 +190,7 @@ def register_plugins(kernels: PluginKernels) -> None:
     found = str(getattr(trt, "__version__", "unknown"))
     if version_tuple(found)[:2] < AOT_TENSORRT:
         raise _no_aot_plugins(found)
-    driver = driver_cuda_version()
+    driver = gpu.cuda_version("driver")
     if driver is not None:
         check_ptx_loads(kernels, driver)
     try:
@@ -278,7 +265,7 @@ def _check_shapes(spec: dict[str, Any], inputs: Sequence[Any]) -> None:
     constants = symbol_values(spec, [[_constant(e) for e in shape] for shape in shapes])
     upper = symbol_values(spec, [[_upper(t, i) for i in range(len(shape))]
                                  for t, shape in zip(inputs, shapes, strict=True)], bound=True)
-    problems = bound_violations(spec, upper) + relation_violations(spec, constants)
+    problems = limit_violations(spec, upper, bounds=True) + relation_violations(spec, constants)
     if problems:
         raise ValueError("; ".join(problems))
 

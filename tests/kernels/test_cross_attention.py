@@ -100,12 +100,6 @@ def test_host_shape_errors_name_the_problem():
                              np.zeros((1, 3, 8), np.float32))
 
 
-@pytest.fixture(scope="module")
-def cuda_and_host(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cuda-host")
-    return implementation("cuda", folder, {}), implementation("host", folder, {})
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))

@@ -157,12 +157,6 @@ def test_host_shape_errors_name_the_problem():
         host.warp(np.zeros((1, 1, 4, 4), np.float32), np.zeros((2, 2, 4, 4), np.float32))
 
 
-@pytest.fixture(scope="module")
-def cuda_and_host(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cuda-host")
-    return implementation("cuda", folder, {}), implementation("host", folder, {})
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", FLOWS)

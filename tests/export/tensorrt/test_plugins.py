@@ -45,7 +45,7 @@ def fake_tensorrt(monkeypatch):
 
 def test_tensorrt_10_3_gets_the_hint_not_a_missing_module(fake_tensorrt, monkeypatch):
     fake_tensorrt("10.3.0.30")  # JetPack 6: no tensorrt.plugin at all
-    monkeypatch.setattr(plugins, "driver_cuda_version", lambda: None)
+    monkeypatch.setattr(plugins.gpu, "cuda_version", lambda which="driver": None)
     with pytest.raises(ExportError, match="TensorRT 10.3.0.30 has no ahead-of-time Python plugins") as err:
         plugins.register_plugins(_kernels())
     assert "TensorRT >= 10.9" in err.value.hint and "without --plugins" in err.value.hint
@@ -61,7 +61,7 @@ def test_versions_compare_as_numbers(fake_tensorrt, monkeypatch):
     trtp = types.ModuleType("tensorrt.plugin")
     trtp.aot_impl = object()
     fake_tensorrt("10.10.0.31", plugin=trtp)  # "10.10" < "10.9" as strings
-    monkeypatch.setattr(plugins, "driver_cuda_version", lambda: None)
+    monkeypatch.setattr(plugins.gpu, "cuda_version", lambda which="driver": None)
     defined = []
     monkeypatch.setattr(plugins, "_define", lambda trt, module, kernels: defined.append(module))
     plugins.register_plugins(_kernels())
@@ -88,7 +88,7 @@ def test_ptx_newer_than_the_driver_is_refused_naming_both():
 
 def test_registration_refuses_ptx_the_driver_cannot_load(fake_tensorrt, monkeypatch):
     fake_tensorrt("10.13.0.35")  # the check comes before tensorrt.plugin is needed
-    monkeypatch.setattr(plugins, "driver_cuda_version", lambda: 12060)
+    monkeypatch.setattr(plugins.gpu, "cuda_version", lambda which="driver": 12060)
     with pytest.raises(ExportError, match="driver is CUDA 12.6"):
         plugins.register_plugins(_kernels("9.0"))
 
@@ -98,10 +98,10 @@ def test_the_driver_version_comes_from_cuda_python(monkeypatch):
         return lambda: SimpleNamespace(cudaDriverGetVersion=lambda: result)
 
     monkeypatch.setattr(mnt.runtime.gpu, "cuda_runtime", runtime((0, 12060)))
-    assert plugins.driver_cuda_version() == 12060
+    assert mnt.runtime.gpu.cuda_version("driver") == 12060
     monkeypatch.setattr(mnt.runtime.gpu, "cuda_runtime", runtime((0, 0)))  # no driver installed
-    assert plugins.driver_cuda_version() is None
+    assert mnt.runtime.gpu.cuda_version("driver") is None
     monkeypatch.setattr(mnt.runtime.gpu, "cuda_runtime", runtime((35, 0)))
-    assert plugins.driver_cuda_version() is None
+    assert mnt.runtime.gpu.cuda_version("driver") is None
     monkeypatch.setattr(mnt.runtime.gpu, "cuda_runtime", lambda: None)
-    assert plugins.driver_cuda_version() is None
+    assert mnt.runtime.gpu.cuda_version("driver") is None
