@@ -45,7 +45,7 @@ def init(preset: str, seed: int, output: Path, force: bool) -> None:
     if output.exists() and not force:
         raise ExportError(f"{output} already exists", hint="pass --force to overwrite it")
     reference = init_reference(PRESETS[preset], seed)
-    save_checkpoint(reference, output, note=f"mnt-export init --preset {preset} --seed {seed}")
+    save_checkpoint(reference, output, note=f"mnt-export init --preset {preset} --seed {seed}", replace=force)
     size_mb = output.stat().st_size / 1e6
     click.echo(f"wrote {output} ({preset} preset, seed {seed}, {size_mb:.1f} MB)")
 

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from mnt.kernels.spec import (
     validate_spec,
 )
 from mnt.runtime.defaults import cache_dir
-from mnt.runtime.files import sha256_file
+from mnt.runtime.files import atomic_path, sha256_file
 
 LIBRARY_NAME = "libmnt_kernels.so"
 MANIFEST_NAME = "kernels.json"
@@ -90,20 +89,14 @@ def build_host_library(cache_dir: Path | None = None) -> Path:
         return library
     compiler = find_cxx()
     folder.mkdir(parents=True, exist_ok=True)
-    # Compile under a temporary name in the same folder, then rename: a concurrent or
-    # interrupted build never leaves a half-written library under the final name.
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".so", dir=folder)
-    os.close(fd)
-    command = [compiler, *HOST_FLAGS, "-o", tmp, str(KERNELS_DIR / HOST_SOURCE)]
-    try:
+    # Compiled under a partial name, then moved: a concurrent or interrupted build never
+    # leaves a half-written library under the final name (nor, after the next, a stray).
+    with atomic_path(library, error=KernelError) as temporary:
+        command = [compiler, *HOST_FLAGS, "-o", str(temporary), str(KERNELS_DIR / HOST_SOURCE)]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise KernelError(f"{Path(compiler).name} failed to build the kernels' host reference:\n"
                               f"{' '.join(command)}\n{result.stderr.strip()}")
-        os.replace(tmp, library)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return library
 
 

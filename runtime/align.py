@@ -99,3 +99,16 @@ def paste_back(image: np.ndarray, face: np.ndarray, crop: Crop, feather: float =
     mask = cv2.GaussianBlur(mask, (blur, blur), 0)
     alpha = cv2.warpAffine(mask, inverse, (w, h), flags=cv2.INTER_LINEAR)[..., None]
     return (alpha * warped + (1 - alpha) * image).astype(np.uint8)
+
+
+def fit_within(image: np.ndarray, crop: Crop, longest: int) -> tuple[np.ndarray, Crop]:
+    """`image` scaled down to at most `longest` pixels on its longer side, with `crop`'s
+    matrix following it (paste-back's output size is the photo's)."""
+    scale = longest / max(image.shape[:2])
+    if scale >= 1:
+        return image, crop
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                       interpolation=cv2.INTER_AREA)
+    scaled = crop.matrix @ np.diag([w / small.shape[1], h / small.shape[0], 1.0])
+    return small, Crop(crop.image, crop.landmarks, scaled)

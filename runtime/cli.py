@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import click
@@ -15,8 +18,9 @@ import numpy as np
 from mnt.runtime import options
 from mnt.runtime.backends import registry
 from mnt.runtime.console import EXIT_CODES_EPILOG, GuardedCommand, json_text
-from mnt.runtime.defaults import cache_dir, default_artifacts, default_checkpoint
+from mnt.runtime.defaults import cache_folder, default_artifacts, default_checkpoint
 from mnt.runtime.errors import RuntimeStageError
+from mnt.runtime.landmarkers import CHOICES as LANDMARKS
 
 OUTPUTS = ("face", "side-by-side", "paste-back")
 # Containers that take VideoWriter's libx264 stream (.webm and .gif refuse it; without a
@@ -24,14 +28,15 @@ OUTPUTS = ("face", "side-by-side", "paste-back")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
 
 
-def _compose(mode: str, result: np.ndarray, crop, targets) -> np.ndarray:
+def _compose(mode: str, result: np.ndarray, crop, backdrop) -> np.ndarray:
+    """`backdrop`: (photo, its crop) for paste-back."""
     if mode == "face":
         return result
     if mode == "side-by-side":
         return np.concatenate([crop.image, result], axis=1)
     from mnt.runtime.align import paste_back
 
-    return paste_back(targets.photo, result, targets.crops[0])
+    return paste_back(backdrop[0], result, backdrop[1])
 
 
 @click.command(name="mnt-run", cls=GuardedCommand, context_settings={"help_option_names": ["-h", "--help"]},
@@ -60,9 +65,20 @@ def _compose(mode: str, result: np.ndarray, crop, targets) -> np.ndarray:
               "driver crop | result; paste-back: the face blended into the first target photo.")
 @click.option("--no-landmark-transformer", is_flag=True,
               help="Drive with the driver's own landmarks (MarioNETte without LT).")
+@click.option("--landmarks", type=click.Choice(LANDMARKS), default="auto", show_default=True,
+              help="Face detection and landmarks: engines: the artefacts' face_detector and "
+                   "face_landmarks components on --backend (no mediapipe needed); mediapipe: "
+                   "mediapipe's own face mesh; auto: the engines where the artefacts hold them.")
 @click.option("--fan-weights", type=click.Path(path_type=Path),
               help="Folder with the 3D-FAN weight files (the paper's landmark detector, via the "
                    "face-alignment package; also $MNT_FAN_WEIGHTS); default: mediapipe's face mesh.")
+@click.option("--live", is_flag=True,
+              help="Replay SOURCE in real time, as a camera would deliver it: frames the pipeline "
+                   "has no time for are dropped (and counted), so latency stays bounded; the "
+                   "recording keeps the frames' real times. A camera is always live.")
+@click.option("--max-size", type=click.IntRange(min=64), default=1920, show_default=True,
+              help="paste-back: scale the target photo down to fit this many pixels on its "
+                   "longer side (the output video's size).")
 @options.force("the output video")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
               help="Also write the closing summary (frames, per-frame times, backends) as JSON to "
@@ -71,8 +87,8 @@ def _compose(mode: str, result: np.ndarray, crop, targets) -> np.ndarray:
 @options.version("mnt-run")
 def main(source: str | None, targets_dir: Path | None, demo: bool, artifacts: Path | None,
          backend: str, checkpoint: Path | None, output: Path | None, max_frames: int | None, mode: str,
-         no_landmark_transformer: bool, fan_weights: Path | None, force: bool,
-         json_out: Path | None) -> None:
+         no_landmark_transformer: bool, landmarks: str, fan_weights: Path | None, live: bool,
+         max_size: int, force: bool, json_out: Path | None) -> None:
     """Reenact SOURCE (a video file, or a camera index such as 0) with the face in TARGETS.
 
     Example: mnt-run driver.mp4 --targets photos/ -o out.mp4. Try it with no files at
@@ -81,7 +97,7 @@ def main(source: str | None, targets_dir: Path | None, demo: bool, artifacts: Pa
     if demo and (source is None or targets_dir is None):
         from mnt.runtime.demo import demo_inputs
 
-        video, photos = demo_inputs(cache_dir() / "demo")
+        video, photos = demo_inputs(cache_folder("demo"))
         source, targets_dir = source or str(video), targets_dir or photos
     if source is None or targets_dir is None:
         raise RuntimeStageError("give a driver video (or camera index) and --targets DIR",
@@ -89,7 +105,7 @@ def main(source: str | None, targets_dir: Path | None, demo: bool, artifacts: Pa
     if json_out is not None and str(json_out) != "-" and not json_out.parent.is_dir():
         raise RuntimeStageError(f"cannot write {json_out}: folder {json_out.parent} does not exist")
     summary = run(source, targets_dir, artifacts, backend, output, max_frames, mode,
-                  not no_landmark_transformer, force, fan_weights, checkpoint)
+                  not no_landmark_transformer, force, fan_weights, checkpoint, max_size, live, landmarks)
     if json_out is not None:
         _write_json(json_out, summary)
 
@@ -107,12 +123,17 @@ def _write_json(path: Path, summary: dict) -> None:
 
 def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, output: Path | None,
         max_frames: int | None, mode: str, transform: bool, force: bool,
-        fan_weights: Path | None = None, checkpoint: Path | None = None) -> dict:
+        fan_weights: Path | None = None, checkpoint: Path | None = None, max_size: int = 1920,
+        live: bool = False, landmarks: str = "auto") -> dict:
     """Reenact, write the video, print the closing summary; -> that summary's data."""
+    from mnt.runtime.align import fit_within
+    from mnt.runtime.files import exclusive
     from mnt.runtime.landmarkers import landmark_backend
     from mnt.runtime.landmarkers.fan import check_weights, weights_folder
     from mnt.runtime.pipeline import DriverStream, load_targets
-    from mnt.runtime.video import VideoWriter, read_frames, video_info
+    from mnt.runtime.sources import CameraSource, PacedSource, VideoSource
+    from mnt.runtime.stages import Counters, reenact
+    from mnt.runtime.video import VideoWriter
 
     def say(line: str) -> None:
         click.echo(line, err=True)
@@ -128,72 +149,110 @@ def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, ou
         _check_output(output, force)
     if camera:
         _check_camera(int(source))
-    rate, count, _ = (30, 0, False) if camera else video_info(source)
+    frames = (CameraSource(int(source)) if camera else PacedSource(source) if live
+              else VideoSource(source))  # (a file is opened here: an unreadable one stops now)
     fan = weights_folder(fan_weights)
     if fan is not None:  # before any slow step
         check_weights(fan)
-    folder = artifacts or default_artifacts(say)
-    if artifacts is None and checkpoint is None:
-        checkpoint = default_checkpoint()
-    started = time.perf_counter()
-    from mnt.runtime.reenactor import Reenactor
+    # Held until the video is written: a second run to the same -o stops here, at once.
+    lock = exclusive(output, RuntimeStageError) if output is not None else contextlib.nullcontext()
+    with lock:
+        folder = artifacts or default_artifacts(say)
+        if artifacts is None and checkpoint is None:
+            checkpoint = default_checkpoint()
+        started = time.perf_counter()
+        from mnt.runtime.reenactor import Reenactor
 
-    extra = {"checkpoint": checkpoint} if backend == "torch" else {}
-    with Reenactor(folder, backend=backend, **extra) as model:
-        used = _backends_used(model)
-        with landmark_backend(True, fan_weights) as photos:
-            targets = load_targets(targets_dir, model, photos, cache_dir() / "targets", say)
-        encoding = ("taken from the cache" if targets.cache_hit
-                    else f"computed in {time.perf_counter() - started:.1f} s")
-        say(f"targets: {len(targets.files)} photo(s), encoding {encoding}")
-        tracker = landmark_backend(False, fan_weights)
-        stream = DriverStream(model, targets, tracker, float(rate), transform)
-        frames = _camera_frames(int(source)) if camera else read_frames(source, limit=max_frames)
-        writer = None
-        total = min(count, max_frames) if count and max_frames else (count or max_frames or 0)
-        # (a camera has no length: the bar then only shows the frames per second)
-        try:
-            with click.progressbar(length=max(total, 1), label="reenacting", file=sys.stderr,
-                                   show_pos=True, item_show_func=lambda _: _fps(stream)) as bar:
-                io_started = time.perf_counter()
-                for frame in frames:
-                    stream.timings.io += time.perf_counter() - io_started
-                    produced = stream(frame)
-                    bar.update(1)
-                    if produced is None:  # no face yet: nothing to reenact
-                        io_started = time.perf_counter()
-                        continue
-                    picture = _compose(mode, *produced, targets)
-                    io_started = time.perf_counter()
-                    if output is not None:
-                        if writer is None:
-                            writer = VideoWriter(output, rate, picture.shape[1], picture.shape[0],
-                                                 audio_from=None if camera else source)
-                        writer.write(picture)
-                    if camera and _preview(picture):
-                        break
-                    if max_frames and stream.timings.frames >= max_frames:
-                        break
-        except KeyboardInterrupt:
-            if writer is not None and writer.frames:
-                writer.close()
-                say(f"interrupted: wrote the first {writer.frames} frames to {output}")
-            raise
-        except BaseException:
-            if writer is not None:
-                writer.abort()
-            raise
-        finally:
-            tracker.close()
-        if writer is None and output is not None:
-            raise RuntimeStageError(f"no human face found in any frame of {source}; "
-                                    f"{output} was not written")
-        if writer is not None:
-            writer.close()
-    summary = _summary(stream, targets, output, used)
+        extra = {"checkpoint": checkpoint} if backend == "torch" else {}
+        with Reenactor(folder, backend=backend, **extra) as model:
+            used = _backends_used(model)
+            faces = {"artifacts": folder, "backend": backend, "landmarks": landmarks}
+            with landmark_backend(True, fan_weights, **faces) as photos:
+                targets = load_targets(targets_dir, model, photos, _target_cache(say), say)
+            encoding = ("taken from the cache" if targets.cache_hit
+                        else f"computed in {time.perf_counter() - started:.1f} s")
+            say(f"targets: {len(targets.files)} photo(s), encoding {encoding}")
+            tracker = landmark_backend(False, fan_weights, **faces)
+            stream = DriverStream(model, targets, tracker, float(frames.rate), transform)
+            backdrop = fit_within(targets.photo, targets.crops[0], max_size) if mode == "paste-back" else None
+            count = frames.count
+            total = min(count, max_frames) if count and max_frames else (count or max_frames or 0)
+            # A live recording keeps its frames' real times to the millisecond (frames are
+            # dropped when behind); a file's keep their slots at its rate.
+            slots = Fraction(1000) if frames.live else frames.rate
+            counters = Counters()
+            playing = time.perf_counter()
+            try:
+                def open_writer(shape: tuple[int, ...]) -> VideoWriter:
+                    return VideoWriter(output, slots, shape[1], shape[0], audio_from=frames.audio_from,
+                                       replace=force)
+
+                # (closed before the stream: its stages stop before the stream's states go)
+                with contextlib.closing(reenact(frames, stream, counters=counters)) as items:
+                    writer = _play(items, stream, counters, total, max_frames,
+                                   lambda picture: _compose(mode, *picture, backdrop),
+                                   None if output is None else open_writer, camera, say)
+            finally:
+                stream.close()
+                tracker.close()
+            if writer is None and output is not None:
+                raise RuntimeStageError(f"no human face found in any frame of {source}; "
+                                        f"{output} was not written")
+    summary = _summary(stream, targets, output, used, counters, time.perf_counter() - playing)
     for line in _summary_lines(summary):
         say(line)
     return summary
+
+
+def _target_cache(say: Callable[[str], None]) -> Path | None:
+    try:
+        return cache_folder("targets")
+    except RuntimeStageError as err:
+        say(f"warning: {err.one_line()}; the targets are encoded on every run until then")
+        return None
+
+
+def _play(items, stream, shown, total: int, max_frames: int | None, compose, open_writer, camera: bool,
+          say: Callable[[str], None]):
+    """Reenacted frames (mnt.runtime.stages) into the writer that `open_writer(shape)` makes
+    at the first face (or only previewed), counted in `shown.frames` (the pipeline may have
+    made more when it stops); -> the closed writer, or None when no face came."""
+    from mnt.runtime.video import DecodeError
+
+    writer, began = None, time.perf_counter()
+    try:
+        # (a camera has no length: the bar then only shows the frames per second)
+        with click.progressbar(length=max(total, 1), label="reenacting", file=sys.stderr,
+                               show_pos=True, item_show_func=lambda _: _fps(stream, began)) as bar:
+            for item in items:
+                bar.update(1)
+                if item.produced is None:  # no face yet: nothing to reenact
+                    continue
+                started = time.perf_counter()
+                picture = compose(item.produced)
+                if open_writer is not None:
+                    writer = writer or open_writer(picture.shape)
+                    writer.write(picture, item.at)
+                stream.timings.io += time.perf_counter() - started
+                shown.frames += 1
+                if camera and _preview(picture):
+                    break
+                if max_frames and shown.frames >= max_frames:
+                    break
+    except (KeyboardInterrupt, DecodeError) as stop:
+        # what was written is kept: a valid shorter video, with its audio
+        if writer is not None and writer.frames:
+            writer.close()
+            say(f"{'interrupted' if isinstance(stop, KeyboardInterrupt) else 'stopped'}: "
+                f"wrote the first {writer.frames} frames to {writer.path}")
+        raise
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        writer.close()
+    return writer
 
 
 def _check_driver(source: str) -> None:
@@ -271,26 +330,9 @@ def _check_camera(index: int) -> None:
                                 hint="check that it is connected and not in use; the first camera is 0")
 
 
-def _fps(stream) -> str:
-    t = stream.timings
-    busy = t.landmarks + t.generator + t.io
-    return f"{t.frames / busy:.1f} fps" if busy > 0 and t.frames else ""
-
-
-def _camera_frames(index: int):
-    import cv2
-
-    capture = cv2.VideoCapture(index)
-    if not capture.isOpened():
-        raise RuntimeStageError(f"cannot open camera {index}")
-    try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                return
-            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    finally:
-        capture.release()
+def _fps(stream, began: float) -> str:
+    frames, seconds = stream.timings.frames, time.perf_counter() - began
+    return f"{frames / seconds:.1f} fps" if frames and seconds > 0 else ""
 
 
 def _preview(picture: np.ndarray) -> bool:
@@ -314,9 +356,14 @@ def _backends_used(model) -> dict[str, str]:
     return used
 
 
-def _summary(stream, targets, output: Path | None, backends: dict[str, str]) -> dict:
+def _summary(stream, targets, output: Path | None, backends: dict[str, str], counters,
+             seconds: float) -> dict:
     t = stream.timings
-    return {"frames": t.frames, "per_frame_ms": {k: round(v, 3) for k, v in t.per_frame_ms().items()},
+    return {"frames": counters.frames, "per_frame_ms": {k: round(v, 3) for k, v in t.per_frame_ms().items()},
+            "frames_per_second": round(counters.frames / seconds, 2) if seconds > 0 else 0.0,
+            "latency_ms": {"median": round(counters.latency_ms(0.5), 1),
+                           "p99": round(counters.latency_ms(0.99), 1)},
+            "frames_dropped": counters.dropped,
             "frames_without_face": t.frames_without_face, "targets": len(targets.files),
             "target_cache_hit": bool(targets.cache_hit),
             "output": None if output is None else str(output), "backends": backends}
@@ -328,7 +375,11 @@ def _summary_lines(summary: dict) -> list[str]:
              f"{ms['generator']:.1f} ms, I/O {ms['io']:.1f} ms; target cache "
              f"{'hit' if summary['target_cache_hit'] else 'miss'}"
              + (f"; {without} frames without a face (leading ones skipped, later ones held the last "
-                "landmarks)" if without else "")]
+                "landmarks)" if without else ""),
+             f"end to end: {summary['frames_per_second']:.1f} frames per second (pipelined), latency "
+             f"{summary['latency_ms']['median']:.0f} ms median, {summary['latency_ms']['p99']:.0f} ms p99"
+             + (f"; {summary['frames_dropped']} frames dropped to keep up"
+                if summary["frames_dropped"] else "")]
     kinds = sorted(set(summary["backends"].values()))
     if kinds:
         lines.append("backend: " + (kinds[0] if len(kinds) == 1 else ", ".join(

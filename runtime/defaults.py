@@ -36,24 +36,56 @@ def default_checkpoint() -> Path:
                             hint="reinstall mnt, or pass --artifacts DIR")
 
 
+def cache_folder(name: str) -> Path:
+    """cache_dir() / name, created; a clear error where it cannot be."""
+    folder = cache_dir() / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise RuntimeStageError(f"cannot write the cache folder {folder}: {err.strerror or err}",
+                                hint="set MNT_CACHE_DIR to a writable folder") from err
+    return folder
+
+
 def default_artifacts(say: Callable[[str], None]) -> Path:
     """The built-in default: the shipped demo checkpoint exported to FP32 ONNX in the cache
     folder on first use. Built by the mnt-export command in a child process, so that the
-    runtime itself never imports the export side (or torch)."""
-    from mnt.runtime.files import sha256_file
+    runtime itself never imports the export side (or torch); built once, however many
+    processes ask at the same time (the others wait for it)."""
+    from mnt.runtime.files import exclusive, sha256_file
 
     checkpoint = default_checkpoint()
     folder = cache_dir() / "artifacts" / f"default-{checkpoint.stem}-{sha256_file(checkpoint)[:12]}-fp32"
     if (folder / "manifest.json").is_file():
         return folder
-    say(f"no --artifacts given: building the built-in model ({checkpoint.name}) into {folder}; "
-        "this happens once")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([sys.executable, "-m", "mnt.export.cli", "build", "--checkpoint", str(checkpoint),
-                             "--precision", "fp32", "--out", str(folder), "--force"],
-                            stderr=subprocess.PIPE, text=True)
-    if result.returncode != 0:
-        detail = (result.stderr.strip().splitlines() or ["failed"])[-1]
+    cache_folder("artifacts")
+    # (a lock of its own: the child's build takes the folder's lock)
+    with exclusive(folder.with_name(f"{folder.name}-default"), RuntimeStageError, waiting=say):
+        if (folder / "manifest.json").is_file():  # built by the process we waited for
+            return folder
+        say(f"no --artifacts given: building the built-in model ({checkpoint.name}) into {folder}; "
+            "this happens once")
+        _build(["--checkpoint", str(checkpoint), "--precision", "fp32", "--out", str(folder), "--force"])
+    return folder
+
+
+def _build(arguments: list[str]) -> None:
+    """`mnt-export build ARGUMENTS` in a child; stopped (SIGTERM: it cleans up) if we are."""
+    child = subprocess.Popen([sys.executable, "-m", "mnt.export.cli", "build", *arguments],
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        _, errors = child.communicate()
+    except BaseException:
+        child.terminate()
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        raise
+    if child.returncode != 0:
+        detail = (errors.strip().splitlines() or ["failed"])[-1]
         raise RuntimeStageError(f"could not build the default artefacts: {detail}",
                                 hint=f"{INSTALL_EXPORT_HINT}, or pass --artifacts DIR")
-    return folder

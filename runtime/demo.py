@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from mnt.runtime.errors import RuntimeStageError
+from mnt.runtime.files import atomic_path
 from mnt.runtime.video import VideoWriter
 
 FRAMES, RATE, SIZE = 75, Fraction(25), 384
@@ -66,7 +67,9 @@ def demo_inputs(folder: Path) -> tuple[Path, Path]:
     video, targets = folder / "hopper-talking.mp4", folder / "targets"
     if not (targets / "astronaut.png").is_file():
         targets.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(targets / "astronaut.png"), cv2.cvtColor(_photo("skimage"), cv2.COLOR_RGB2BGR))
+        _, png = cv2.imencode(".png", cv2.cvtColor(_photo("skimage"), cv2.COLOR_RGB2BGR))
+        with atomic_path(targets / "astronaut.png") as temporary:  # (never half a photo)
+            temporary.write_bytes(png.tobytes())
     if not video.is_file():
         photo = _photo("matplotlib")
         h, w = photo.shape[:2]

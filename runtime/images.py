@@ -11,6 +11,21 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def read_image(path: Path) -> np.ndarray | None:
-    """uint8 RGB (H, W, 3), or None when OpenCV cannot decode the file."""
+    """uint8 RGB (H, W, 3), or None when OpenCV cannot decode the file, or it is a JPEG cut
+    short (which libjpeg decodes anyway, grey below the cut, with only a line on stderr)."""
+    if path.suffix.lower() in (".jpg", ".jpeg") and _truncated_jpeg(path):
+        return None
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _truncated_jpeg(path: Path) -> bool:
+    """No end-of-image marker (FFD9) after the last start-of-scan (FFDA): the entropy-coded
+    data between them cannot hold FFD9, so only a cut file lacks it (an EXIF thumbnail's
+    own markers come before the main image's scans)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False  # (then cv2 cannot read it either)
+    scan = data.rfind(b"\xff\xda")
+    return scan >= 0 and data.rfind(b"\xff\xd9") < scan

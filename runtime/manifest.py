@@ -85,6 +85,8 @@ class ComponentInfo:
     engines: dict[str, EngineInfo] = field(default_factory=dict)  # runtime -> its engine, once built
     # Plugin variant (`mnt-export build --plugins`): custom node -> count, e.g. {"mnt::Warp": 4}
     custom_ops: dict[str, int] = field(default_factory=dict)
+    # Converted networks (the face components): where the original came from, its licence
+    source: dict[str, str] | None = None
 
     @property
     def variant(self) -> str:
@@ -108,6 +110,8 @@ class ComponentInfo:
             data["engines"] = {runtime: e.to_json() for runtime, e in self.engines.items()}
         if self.custom_ops:
             data["custom_ops"] = dict(self.custom_ops)
+        if self.source:
+            data["source"] = dict(self.source)
         return data
 
     @classmethod
@@ -121,6 +125,7 @@ class ComponentInfo:
             accuracy=data["accuracy"], golden=data.get("golden"),
             engines=_engines(data),
             custom_ops=dict(data.get("custom_ops") or {}),
+            source=data.get("source"),
         )
 
 
@@ -144,6 +149,16 @@ class Manifest:
     # INT8 builds (mnt.calibration): the calibration sample, per component the layers kept
     # in higher precision and why, and the accuracy report's summary. None otherwise.
     calibration: dict[str, Any] | None = None
+    # Optional: mediapipe's face networks converted to ONNX (`face_detector`, `face_landmarks`),
+    # what the runtime's ONNX landmark backend runs. Apart from `components` (the model
+    # itself), which every backend, engine build and INT8 step goes through; folders built
+    # before them, or without mediapipe on the export machine, simply lack them.
+    faces: dict[str, ComponentInfo] = field(default_factory=dict)
+
+    @property
+    def all_components(self) -> dict[str, ComponentInfo]:
+        """The model's components and the face components: what is hashed and verified."""
+        return {**self.components, **self.faces}
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -159,6 +174,8 @@ class Manifest:
         }
         if self.calibration is not None:
             data["calibration"] = self.calibration
+        if self.faces:
+            data["face_components"] = {name: c.to_json() for name, c in self.faces.items()}
         return data
 
     def write(self, folder: str | os.PathLike[str]) -> Path:
@@ -192,16 +209,17 @@ def load_manifest(folder: str | os.PathLike[str]) -> Manifest:
         model=data["model"], files=data["files"],
         components={n: ComponentInfo.from_json(n, c) for n, c in data["components"].items()},
         calibration=data.get("calibration"),
+        faces={n: ComponentInfo.from_json(n, c) for n, c in (data.get("face_components") or {}).items()},
     )
 
 
 def check_hashes(folder: str | os.PathLike[str], manifest: Manifest, goldens: bool = True) -> list[str]:
     """Names of the files whose content no longer matches the manifest (the goldens too,
     unless `goldens` is False: the runtime loads only the components and statistics)."""
-    expected = {c.file: c.sha256 for c in manifest.components.values()}
+    components = manifest.all_components.values()
+    expected = {c.file: c.sha256 for c in components}
     if goldens:
-        expected.update({c.golden["file"]: c.golden["sha256"]
-                         for c in manifest.components.values() if c.golden})
+        expected.update({c.golden["file"]: c.golden["sha256"] for c in components if c.golden})
     expected.update(manifest.files)
     bad = []
     for name, digest in expected.items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 REQUIRED_COMPONENTS = ("target_encoder", "landmark_disentangler", "generator")
+FACE_COMPONENTS = ("face_detector", "face_landmarks")  # optional, under "face_components"
 DTYPES = ("float32", "float16")
 
 
@@ -74,8 +75,17 @@ class _Schema:
         for name, component in components.items():
             if self.value(component, "dict", f"components.{name}") is not None:
                 self.component(component, f"components.{name}")
+        faces = self.field(data, "face_components", "dict", "", optional=True) or {}
+        for name, component in faces.items():
+            where = f"face_components.{name}"
+            if name not in FACE_COMPONENTS:
+                self.problems.append(f"{where} is not a face component ({', '.join(FACE_COMPONENTS)})")
+            elif self.value(component, "dict", where) is not None:
+                self.component(component, where, converted=True)
 
-    def component(self, data: dict[str, Any], where: str) -> None:
+    def component(self, data: dict[str, Any], where: str, converted: bool = False) -> None:
+        """`converted`: a network converted from another format (the face components), gated
+        against its original instead of PyTorch, with its source recorded."""
         onnx = self.field(data, "onnx", "dict", where)
         if onnx is not None:
             self.field(onnx, "file", "str", f"{where}.onnx")
@@ -97,7 +107,12 @@ class _Schema:
                 outputs = [n for n in names if n is not None]
         accuracy = self.field(data, "accuracy", "dict", where)
         if accuracy is not None:
-            self.accuracy(accuracy, outputs, f"{where}.accuracy")
+            self.accuracy(accuracy, outputs, f"{where}.accuracy", converted)
+        if converted:
+            origin = self.field(data, "source", "dict", where)
+            for key in ("file", "sha256", "licence"):
+                if origin is not None:
+                    self.field(origin, key, "str", f"{where}.source")
         golden = self.field(data, "golden", "dict", where, optional=True)
         if golden is not None:
             self.field(golden, "file", "str", f"{where}.golden")
@@ -142,11 +157,15 @@ class _Schema:
                                      "expected an integer or a dim name")
         return name
 
-    def accuracy(self, data: dict[str, Any], outputs: list[str], where: str) -> None:
+    def accuracy(self, data: dict[str, Any], outputs: list[str], where: str, converted: bool = False) -> None:
         # what verify and inspect read
         self.field(data, "psnr_db", "number", where)
         self.field(data, "max_abs_error", "number", where)
         self.field(data, "passed", "bool", where)
+        if converted:  # its figures against the original, in pixels and probabilities
+            for name, value in (self.field(data, "figures", "dict", where) or {}).items():
+                self.value(value, "number", f"{where}.figures.{name}")
+            return
         per_output = self.field(data, "outputs", "dict", where)
         if per_output is None:
             return

@@ -8,6 +8,7 @@ to the model's input size, with their 68 landmarks in crop pixels.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import zipfile
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ import numpy as np
 
 from mnt.runtime.backends.base import Backend
 from mnt.runtime.backends.registry import make_backends
-from mnt.runtime.errors import RuntimeStageError
+from mnt.runtime.errors import MntError, RuntimeStageError
 from mnt.runtime.files import atomic_path
 from mnt.runtime.landmarks import LandmarkStats, LandmarkTransformer
 from mnt.runtime.manifest import (
@@ -70,8 +71,9 @@ def load_stats(folder: Path) -> LandmarkStats:
 
 
 class Reenactor:
-    """One loaded artefact folder. Thread-compatible: streams share it, each with its own
-    TargetState; calls into one Reenactor must not overlap (the backends reuse buffers)."""
+    """One loaded artefact folder: the model, shared and never changed by a stream. Its own
+    `driver_landmarks` and `generate` serve one stream at a time (the backends reuse their
+    buffers); `stream(state)` makes a `Stream` for each of any number of concurrent ones."""
 
     def __init__(self, folder: str | Path, backend: str = "auto", allow_fallback: bool = False,
                  check_files: bool = True, backends: dict[str, Backend] | None = None,
@@ -149,9 +151,11 @@ class Reenactor:
         state = TargetState({n: _frozen(v) for n, v in out.items()}, _frozen(identity), len(faces), key,
                             self.artefact_key)
         if cached:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(cached) as temporary, open(temporary, "wb") as handle:
-                state.save(handle)
+            # A cache that cannot be written (full, read-only) costs only the next run's time.
+            with contextlib.suppress(OSError, MntError):
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(cached) as temporary, open(temporary, "wb") as handle:
+                    state.save(handle)
         return state, False
 
     def driver_landmarks(self, state: TargetState, face: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -163,10 +167,15 @@ class Reenactor:
     def generate(self, state: TargetState, landmarks: np.ndarray) -> np.ndarray:
         """Driver landmarks (68, 3) in crop pixels -> the reenacted face, uint8 RGB."""
         self._check_state(state)
-        drawn = to_model_input(rasterize(landmarks, self.size))[None]
-        out = self.backends["generator"].infer({"driver_landmarks": drawn, **state.feeds})
-        image = np.asarray(out["image"][0], dtype=np.float32)
-        return np.clip((image.transpose(1, 2, 0) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        out = self.backends["generator"].infer({"driver_landmarks": self._drawn(landmarks), **state.feeds})
+        return _picture(out["image"])
+
+    def stream(self, state: TargetState) -> Stream:
+        """A stream of its own on this model, for `state`'s targets (close it when done)."""
+        return Stream(self, state)
+
+    def _drawn(self, landmarks: np.ndarray) -> np.ndarray:
+        return to_model_input(rasterize(landmarks, self.size))[None]
 
     def _check_state(self, state: TargetState) -> None:
         # another model's state of the same shapes would run, and give a wrong face
@@ -181,3 +190,60 @@ class Reenactor:
             got = f"{face.dtype} {face.shape}" if isinstance(face, np.ndarray) else type(face).__name__
             raise RuntimeStageError(f"face crops must be uint8 ({self.size}, {self.size}, 3), got {got}")
         return face
+
+
+def _picture(image: np.ndarray) -> np.ndarray:
+    """The generator's image (1, 3, H, W) in [-1, 1] -> uint8 RGB (H, W, 3), a new array."""
+    image = np.asarray(image[0], dtype=np.float32)
+    return np.clip((image.transpose(1, 2, 0) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+
+class Stream:
+    """One stream on a shared Reenactor (whisper.cpp's state beside its model): backend
+    states of its own for the disentangler and the generator (their buffers, bindings and,
+    on a GPU, execution context and CUDA stream), its target state resident in the
+    generator's (given once, uploaded to a GPU once, never per frame), and its own landmark
+    transformer. Streams run concurrently from any threads. Within one stream,
+    `driver_landmarks` and `generate` may overlap each other (the pipelined path runs them
+    on two threads: they use different backend states), but neither may overlap itself."""
+
+    def __init__(self, model: Reenactor, state: TargetState) -> None:
+        model._check_state(state)
+        self.model, self.state = model, state
+        self._generator = model.backends["generator"].new_state(resident=state.feeds)
+        self._disentangler = model.backends["landmark_disentangler"].new_state()
+        self.transformer = LandmarkTransformer(model.stats, self._coefficients)
+
+    def _coefficients(self, images: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        out = self.model.backends["landmark_disentangler"].infer(
+            {"images": images, "landmark_offsets": offsets}, self._disentangler)
+        return np.array(out["coefficients"], dtype=np.float64)
+
+    def driver_landmarks(self, face: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """As Reenactor.driver_landmarks, for this stream's targets."""
+        face = to_model_input(self.model._check_face(face))
+        return self.transformer.drive(self.state.identity, face, landmarks)
+
+    def generate(self, landmarks: np.ndarray) -> np.ndarray:
+        """As Reenactor.generate, for this stream's targets: only the driver's landmark
+        image goes to the generator."""
+        out = self.model.backends["generator"].infer({"driver_landmarks": self.model._drawn(landmarks)},
+                                                     self._generator)
+        return _picture(out["image"])
+
+    @property
+    def bytes_per_frame(self) -> float:
+        """Input bytes handed to the generator and disentangler per generated frame (what a
+        GPU copies to the device), the resident target state aside."""
+        moved = self._generator.moved_bytes + self._disentangler.moved_bytes
+        return moved / max(self._generator.calls, 1)
+
+    def close(self) -> None:
+        self._generator.close()
+        self._disentangler.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -12,11 +12,21 @@ from pathlib import Path
 import numpy as np
 
 from mnt.runtime.errors import RuntimeStageError
+from mnt.runtime.files import WRITE_HINT, partial_path, publish, sweep_partials
 
 
-def read_frames(path: str | os.PathLike[str], limit: int | None = None,
-                step: int = 1) -> Iterator[np.ndarray]:
-    """Yield every `step`-th frame as uint8 (H, W, 3) RGB, at most `limit` frames."""
+class DecodeError(RuntimeStageError):
+    """A driver that cannot be decoded past some frame; `frames` were read before it."""
+
+    def __init__(self, message: str, frames: int) -> None:
+        super().__init__(message)
+        self.frames = frames
+
+
+def read_timed_frames(path: str | os.PathLike[str], limit: int | None = None,
+                      step: int = 1) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield (source time in seconds, frame) for every `step`-th frame, frames as uint8
+    (H, W, 3) RGB, at most `limit` of them. Raises DecodeError at a damaged frame."""
     import av  # imported here: reading videos is the only use, and PyAV loads FFmpeg
 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral)
@@ -36,17 +46,27 @@ def read_frames(path: str | os.PathLike[str], limit: int | None = None,
             raise RuntimeStageError(f"{path} has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        yielded = 0
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        yielded = decoded = 0
         try:
             for index, frame in enumerate(container.decode(stream)):
+                decoded = index + 1
                 if index % step:
                     continue
-                yield frame.to_ndarray(format="rgb24")
+                at = frame.time if frame.time is not None else index / rate
+                yield float(at), frame.to_ndarray(format="rgb24")
                 yielded += 1
                 if limit is not None and yielded >= limit:
                     return
         except av.error.FFmpegError as err:
-            raise RuntimeStageError(f"{path}: cannot decode frame {index + 1}: {err}") from err
+            raise DecodeError(f"{path}: cannot decode frame {decoded + 1}: {err}", decoded) from err
+
+
+def read_frames(path: str | os.PathLike[str], limit: int | None = None,
+                step: int = 1) -> Iterator[np.ndarray]:
+    """Yield every `step`-th frame as uint8 (H, W, 3) RGB, at most `limit` frames."""
+    for _, frame in read_timed_frames(path, limit, step):
+        yield frame
 
 
 def video_info(path: str | os.PathLike[str]) -> tuple[Fraction, int, bool]:
@@ -65,34 +85,48 @@ def video_info(path: str | os.PathLike[str]) -> tuple[Fraction, int, bool]:
 
 
 class VideoWriter:
-    """H.264 (yuv420p) video under a temporary name beside `path`; `close` flushes it, copies
-    the audio of `audio_from` (packets as they are, cut at the video's end) and renames it
-    onto `path`; `abort` deletes it. A video cut short (Ctrl-C) is closed as a valid file."""
+    """H.264 (yuv420p) video under a hidden partial name beside `path` (mnt.runtime.files);
+    `close` flushes it and moves it onto `path` (without `replace`, only if no file appeared
+    there meanwhile); `abort` deletes it. A video cut short (Ctrl-C) is closed as a valid file.
+
+    Each frame keeps its source time (`write(frame, at)`), counted from the first frame
+    written; the audio of `audio_from` (packets as they are) is cut and shifted by the same
+    start, and muxed as the video goes, so that picture and sound stay in sync whatever the
+    frames skipped, and the muxer never holds the whole video waiting for audio."""
 
     def __init__(self, path: str | os.PathLike[str], rate: Fraction, width: int, height: int,
-                 audio_from: str | os.PathLike[str] | None = None, crf: int = 18) -> None:
+                 audio_from: str | os.PathLike[str] | None = None, crf: int = 18,
+                 replace: bool = True) -> None:
         import av
 
         self.path = Path(path)
-        self.temporary = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
+        self.temporary = partial_path(self.path)
+        self.replace = replace
         self.frames = 0
         self.width, self.height = width, height
         self.closed = False
         self.rate = Fraction(rate).limit_denominator(1001)
+        self.start: float | None = None  # source time of the first frame written
+        self.pts = -1  # of the last frame written, in frames of `rate`
+        sweep_partials(self.path)
         try:
             self.container = av.open(str(self.temporary), mode="w")
+            self.stream = self.container.add_stream("libx264", rate=self.rate)
+            self.stream.width, self.stream.height = width + width % 2, height + height % 2
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.options = {"crf": str(crf), "preset": "veryfast"}
+            self.source = av.open(str(audio_from)) if audio_from else None
+            self.audio = self._audio_packets = self._pending = None  # (_pending: read, not yet due)
+            if self.source is not None and self.source.streams.audio:
+                template = self.source.streams.audio[0]
+                self.audio = self.container.add_stream_from_template(template)
+                self._audio_packets = (p for p in self.source.demux(template) if p.dts is not None)
         except (av.error.FFmpegError, OSError) as err:
+            self._discard()
             raise RuntimeStageError(f"cannot write {self.path}: {err}") from err
-        self.stream = self.container.add_stream("libx264", rate=self.rate)
-        self.stream.width, self.stream.height = width + width % 2, height + height % 2
-        self.stream.pix_fmt = "yuv420p"
-        self.stream.options = {"crf": str(crf), "preset": "veryfast"}
-        self.source = av.open(str(audio_from)) if audio_from else None
-        self.audio = None
-        if self.source is not None and self.source.streams.audio:
-            self.audio = self.container.add_stream_from_template(self.source.streams.audio[0])
 
-    def write(self, frame: np.ndarray) -> None:
+    def write(self, frame: np.ndarray, at: float | None = None) -> None:
+        """One frame; `at`: its time in the source, in seconds (default: the next frame)."""
         import av
 
         if self.closed:
@@ -104,48 +138,86 @@ class VideoWriter:
         if frame.shape[:2] != (self.stream.height, self.stream.width):
             frame = np.pad(frame, ((0, self.stream.height - frame.shape[0]),
                                    (0, self.stream.width - frame.shape[1]), (0, 0)), mode="edge")
+        if at is None:
+            at = (self.start or 0.0) + float((self.pts + 1) / self.rate)
+        if self.start is None:
+            self.start = float(at)
+        # the nearest frame slot of `rate`, strictly after the last one (a variable-rate
+        # source keeps its times to half a frame)
+        self.pts = max(round((at - self.start) * self.rate), self.pts + 1)
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        for packet in self.stream.encode(video_frame):
-            self.container.mux(packet)
+        video_frame.pts = self.pts
+        self._mux(self.stream.encode(video_frame))
         self.frames += 1
+        self._mux_audio(until=(self.pts + 1) / self.rate)
 
-    def _copy_audio(self) -> None:
-        assert self.source is not None and self.audio is not None
-        end = self.frames / self.rate  # seconds of video written
-        source_stream = self.source.streams.audio[0]
-        for packet in self.source.demux(source_stream):
-            if packet.dts is None:
-                continue
-            if packet.pts is not None and packet.pts * source_stream.time_base >= end:
+    def _mux(self, packets) -> None:
+        import av
+
+        try:
+            for packet in packets:
+                self.container.mux(packet)
+        except (av.error.FFmpegError, OSError) as err:  # a full disk, a vanished folder
+            self.abort()
+            reason = getattr(err, "strerror", None) or err
+            raise RuntimeStageError(f"cannot write {self.path}: {reason}", hint=WRITE_HINT) from err
+
+    def _mux_audio(self, until: float) -> None:
+        """The source's audio packets that start before `until` seconds of output."""
+        if self._audio_packets is None or self.start is None:
+            return
+        base = self.source.streams.audio[0].time_base
+        shift = round(self.start / base)
+        ready = []
+        while True:
+            packet = self._pending or next(self._audio_packets, None)
+            self._pending = None
+            if packet is None:
+                self._audio_packets = None
                 break
+            if packet.pts is not None and packet.pts < shift:
+                continue  # sound from before the first frame written
+            if packet.pts is not None and (packet.pts - shift) * base >= until:
+                self._pending = packet
+                break
+            packet.pts = None if packet.pts is None else packet.pts - shift
+            packet.dts -= shift
             packet.stream = self.audio
-            self.container.mux(packet)
+            ready.append(packet)
+        self._mux(ready)
 
     def close(self) -> Path:
         """Finish the file and move it onto `path` (only if at least one frame was written).
-        Closing again (or after abort) does nothing."""
+        Closing again (or after abort) does nothing; a failure removes the partial file."""
+        import av
+
         if self.closed:
             return self.path
+        self._mux(self.stream.encode())
+        self._mux_audio(until=(self.pts + 1) / self.rate)
         self.closed = True
         try:
-            for packet in self.stream.encode():
-                self.container.mux(packet)
-            if self.audio is not None:
-                self._copy_audio()
-        finally:
             self.container.close()
-            if self.source is not None:
-                self.source.close()
-        if self.frames == 0:
-            self.temporary.unlink(missing_ok=True)
-            raise RuntimeStageError(f"no frames were written; {self.path} was not created")
-        os.replace(self.temporary, self.path)
+            if self.frames == 0:
+                raise RuntimeStageError(f"no frames were written; {self.path} was not created")
+            publish(self.temporary, self.path, self.replace, RuntimeStageError)
+        except (av.error.FFmpegError, OSError) as err:
+            raise RuntimeStageError(f"cannot write {self.path}: {getattr(err, 'strerror', None) or err}",
+                                    hint=WRITE_HINT) from err
+        finally:
+            self._discard()
         return self.path
 
     def abort(self) -> None:
         self.closed = True
         with contextlib.suppress(Exception):
             self.container.close()
-        if self.source is not None:
-            self.source.close()
-        self.temporary.unlink(missing_ok=True)
+        self._discard()
+
+    def _discard(self) -> None:
+        source = getattr(self, "source", None)
+        if source is not None:
+            source.close()
+            self.source = None
+        with contextlib.suppress(OSError):
+            self.temporary.unlink()

@@ -86,10 +86,59 @@ def reference_frame(reference, faces: list[np.ndarray], points: list[np.ndarray]
 
 def assert_generator_gate(manifest, precision: str) -> None:
     """The generated image's parity gate as README states it: FP32 max abs <= 1e-4, >= 60 dB
-    and within twice PyTorch float32's RMS error; FP16 >= 40 dB."""
+    and within twice PyTorch float32's RMS error (or at float32's floor); FP16 >= 40 dB."""
+    from mnt.export.onnx.gates import THRESHOLDS
+
     image = manifest.components["generator"].accuracy["outputs"]["image"]
     if precision == "fp32":
         assert image["max_abs_error"] <= 1e-4 and image["psnr_db"] >= 60
-        assert image["rmse"] <= 2 * image["torch_fp32"]["rmse"]
+        assert (image["rmse"] <= 2 * image["torch_fp32"]["rmse"]
+                or image["psnr_db"] >= THRESHOLDS["fp32"]["rmse_floor_psnr_db"])
     else:
         assert image["psnr_db"] >= 40
+
+
+def talking_clip(path: Path, faceless: int = 0, faces: int = 30, rate: int = 25, size: int = 192,
+                 sample_rate: int = 16000) -> Path:
+    """A driver made here, with no files from outside: `faceless` grey frames, then `faces`
+    frames of the astronaut (scikit-image) moving sideways; its audio is silent until the
+    face appears, then a 1 kHz tone (so an output's sound can be checked against its picture)."""
+    import av
+    from skimage import data
+
+    face = cv2.resize(data.astronaut()[:360, 60:420], (size, size))
+    grey = np.full((size, size, 3), 120, np.uint8)
+    total = faceless + faces
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=rate)
+        video.width = video.height = size
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=sample_rate)
+        audio.layout = "mono"
+        for i in range(total):
+            picture = np.roll(face, (i - faceless) % 7 - 3, axis=1) if i >= faceless else grey
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
+            frame.pts = i
+            for packet in video.encode(frame):
+                container.mux(packet)
+        t = np.arange(int(total / rate * sample_rate)) / sample_rate
+        tone = (0.5 * np.sin(2 * np.pi * 1000 * t) * (t >= faceless / rate)).astype(np.float32)
+        for start in range(0, len(t), 1024):
+            chunk = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = sample_rate, start
+            for packet in audio.encode(chunk):
+                container.mux(packet)
+        for stream in (video, audio):
+            for packet in stream.encode():
+                container.mux(packet)
+    return path
+
+
+def sound_by_time(path: Path) -> tuple[np.ndarray, int]:
+    """(mono samples of `path`'s first audio stream, sample rate)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        chunks = [frame.to_ndarray().reshape(-1) for frame in container.decode(stream)]
+        return np.concatenate(chunks), stream.rate

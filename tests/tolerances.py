@@ -70,3 +70,24 @@ PLUGIN_VS_STANDARD_MIN_PSNR_DB = {"fp32": 140.0, "fp16": 60.0}
 # is the same on both sides, but TensorRT's FP16 kernels round differently from ONNX
 # Runtime's CPU FP16 (which computes most ops in FP32): the FP16 parity gate's 40 dB.
 TENSORRT_VS_ONNXRUNTIME_MIN_PSNR_DB = {"fp32": 60.0, "fp16": 40.0}
+
+# mediapipe's face networks converted to ONNX (mnt.export.faces) against the TFLite
+# interpreter, FP32: measured at most 2.0e-4 px (mesh points, 192 px crop) and 3.1e-5 px
+# (detector boxes, 128 px input) on 28 real images; 1e-3 px is 5x that and far below a
+# conversion error (a wrong layout or pad moves points by whole pixels). The build's gates
+# are in mnt.export.faces.gates.
+FACE_FP32_MAX_PX = 1e-3
+
+# The ONNX landmark backend (runtime/landmarkers/onnx_mesh.py) against mediapipe's own face
+# mesh, 68 points in image pixels. Photos (static mode): the same detection, ROI and mesh,
+# only float32 order differs: measured 5e-4 px on the astronaut; 0.05 px bounds it.
+FACE_PHOTO_MAX_PX = 0.05
+# Tracking through the six shared driving clips (2700 frames, faces 140-185 px between the
+# outer eye corners), FP32: mean 0.034-0.065 px per clip, 99th percentile 0.11-0.28 px,
+# max 0.74 px, and no frame where only one of them found a face. The rounding differences
+# feed back through the ROI from the last frame, so they grow with the clip. The bar: mean
+# 0.15 px and p99 0.5 px (about twice the worst clip), a small fraction of the One-Euro
+# filter's own jitter allowance and far below a changed ROI rule (a ROI scale of 1.4
+# instead of 1.5 moves points by pixels).
+FACE_TRACK_MEAN_PX = 0.15
+FACE_TRACK_P99_PX = 0.5

@@ -1,5 +1,6 @@
 """mnt-bench: the paper's per-component latency table (Tables 6 and 7) for each installed
-backend, side by side with PyTorch eager FP32, and the physical limit of the machine."""
+backend, side by side with PyTorch eager FP32, and the physical limit of the machine; with
+--streams, end-to-end rows for N concurrent streams on one loaded model."""
 
 from __future__ import annotations
 
@@ -15,16 +16,21 @@ from mnt.runtime.backends import registry
 from mnt.runtime.console import EXIT_CODES_EPILOG, GuardedCommand
 
 BACKENDS = tuple(k.name for k in registry.BUILT_IN)  # the baseline, torch, runs beside each
+MAX_STREAMS = 16
 
 
-def _ints(text: str) -> tuple[int, ...]:
+def _ints(text: str, what: str = "K", most: int = 8) -> tuple[int, ...]:
     try:
         values = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a comma-separated list of integers") from None
-    if not values or min(values) < 1 or max(values) > 8:
-        raise click.BadParameter("K must be in 1..8")
+    if not values or min(values) < 1 or max(values) > most:
+        raise click.BadParameter(f"{what} must be in 1..{most}")
     return values
+
+
+def _streams(text: str | None) -> tuple[int, ...]:
+    return () if text is None else _ints(text, "stream counts", MAX_STREAMS)
 
 
 def backend_names(folder: Path, manifest) -> list[str]:
@@ -32,9 +38,34 @@ def backend_names(folder: Path, manifest) -> list[str]:
     return [n for n in registry.available(folder, manifest) if n in BACKENDS]
 
 
+def _options(name: str, threads: int) -> dict:
+    return {"threads": threads} if name.startswith("onnxruntime-") else {}
+
+
 def make_backends_for(name: str, folder: Path, manifest, threads: int):
-    options = {"threads": threads} if name.startswith("onnxruntime-") else {}
-    return registry.make_backends(folder, manifest, name, **options)
+    return registry.make_backends(folder, manifest, name, **_options(name, threads))
+
+
+def tracker_for(name: str, folder: Path, threads: int):
+    """A factory of video landmark trackers as `mnt-run` makes them for backend `name`
+    (the folder's face components where it has them, else mediapipe)."""
+    from mnt.runtime.landmarkers import landmark_backend
+
+    return lambda: landmark_backend(False, artifacts=folder, backend=name, **_options(name, threads))
+
+
+def face_engines(names: list[str], folder: Path, manifest, threads: int) -> dict:
+    """name -> (precision, tracker factory) for the backends that run the folder's face
+    components themselves (a TensorRT folder built before them would run them elsewhere)."""
+    from mnt.runtime.landmarkers.onnx_mesh import OnnxMeshLandmarks, has_face_components
+
+    if not has_face_components(manifest):
+        return {}
+    runs = [n for n in names if n.startswith("onnxruntime-")
+            or all(n in c.engines for c in manifest.faces.values())]
+    return {n: (manifest.precision, lambda n=n: OnnxMeshLandmarks(folder, n, static_image_mode=False,
+                                                                  **_options(n, threads)))
+            for n in runs}
 
 
 def _photos(folder: Path):
@@ -62,6 +93,11 @@ def _photos(folder: Path):
               help="Timed iterations of each row (for the end-to-end row: driver frames).")
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True,
               help="Untimed iterations before each row.")
+@click.option("--streams", "stream_counts", default=None, callback=lambda c, p, v: _streams(v),
+              help="Comma-separated numbers of concurrent streams, e.g. 1,2,4: per K and backend, "
+                   "end-to-end rows for that many streams on one loaded model, pipelined and "
+                   "sequential (--frames frames each after --warmup); default: none (they "
+                   "multiply the run time).")
 @click.option("--video", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Driver video; default: the built-in demo driver.")
 @click.option("--photos", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -75,14 +111,14 @@ def _photos(folder: Path):
 @options.verbose()
 @options.version("mnt-bench")
 def main(artifacts: Path | None, checkpoint: Path | None, backends: str | None, ks: tuple[int, ...],
-         frames: int, warmup: int, video: Path | None, photos: Path | None, threads: int | None,
-         json_out: Path | None, markdown_out: Path | None) -> None:
+         frames: int, warmup: int, stream_counts: tuple[int, ...], video: Path | None,
+         photos: Path | None, threads: int | None, json_out: Path | None, markdown_out: Path | None) -> None:
     """Time each component and the end-to-end frame on every backend, interleaved with
     PyTorch eager FP32 from the same checkpoint; print the table (and write JSON/markdown).
 
     Example: mnt-bench --artifacts build/ --checkpoint model.safetensors --json bench.json
     """
-    data = run(artifacts, checkpoint, backends, ks, frames, warmup, video, photos, threads)
+    data = run(artifacts, checkpoint, backends, ks, frames, warmup, video, photos, threads, stream_counts)
     from mnt.export.bench.report import markdown
     from mnt.runtime.files import atomic_path
 
@@ -97,10 +133,18 @@ def main(artifacts: Path | None, checkpoint: Path | None, backends: str | None, 
 
 def run(artifacts: Path | None, checkpoint: Path | None, backends: str | None, ks: tuple[int, ...],
         frames: int, warmup: int, video: Path | None, photos: Path | None,
-        threads: int | None) -> dict:
+        threads: int | None, stream_counts: tuple[int, ...] = ()) -> dict:
     from mnt.export.bench import machine
     from mnt.export.bench.report import report
-    from mnt.export.bench.runner import BASELINE, Bench, landmark_detector, open_contender, prepare_inputs
+    from mnt.export.bench.runner import (
+        BASELINE,
+        Bench,
+        encoded_targets,
+        landmark_detector,
+        open_contender,
+        prepare_inputs,
+    )
+    from mnt.export.bench.streams import stream_rows
     from mnt.export.model.backend import torch_backends
     from mnt.export.model.checkpoint import load_checkpoint
     from mnt.export.model.flops import component_costs
@@ -145,7 +189,7 @@ def run(artifacts: Path | None, checkpoint: Path | None, backends: str | None, k
     try:
         inputs = prepare_inputs(video, _photos(photos), baseline.model.size, baseline.model,
                                 frames + warmup)
-        rows = [landmark_detector(inputs, warmup, frames)]
+        rows = landmark_detector(inputs, warmup, frames, face_engines(names, artifacts, manifest, threads))
         for i, contender in enumerate(contenders or [baseline]):
             say(f"{contender.name} against {BASELINE} ({frames} iterations after {warmup} warm-up):")
             bench = Bench(contender, None if contender is baseline else baseline, inputs, flops, warmup,
@@ -153,14 +197,20 @@ def run(artifacts: Path | None, checkpoint: Path | None, backends: str | None, k
             for k in ks:
                 rows += [*bench.components(k, driver_lt=k == ks[0]), *bench.target_encoding(k),
                          *bench.driver_generation(k)]
+                if stream_counts:  # the contender alone: PyTorch's rows pair with it above
+                    rows += stream_rows(contender.model, contender.name, contender.precision,
+                                        encoded_targets(contender.model, inputs, k), inputs.video,
+                                        stream_counts, warmup, frames,
+                                        tracker_for(contender.name, artifacts, threads), say)
     finally:
         for contender in [baseline, *contenders]:
             contender.model.close()
     facts = {"cpu": cpu, "gpu": machine.gpu_facts(), "versions": machine.versions(),
              "threads": threads, "peak_rss_mb": round(machine.rss_mb()[1], 1)}
     settings = {"artifacts": str(artifacts), "preset_image_size": manifest.model.get("image_size"),
-                "precision": manifest.precision, "targets": list(ks), "frames": frames,
-                "warmup": warmup, "video": video.name, "command": " ".join(["mnt-bench", *sys.argv[1:]])}
+                "precision": manifest.precision, "targets": list(ks), "streams": list(stream_counts),
+                "frames": frames, "warmup": warmup, "video": video.name,
+                "command": " ".join(["mnt-bench", *sys.argv[1:]])}
     return report(facts, settings, rows, matmul)
 
 

@@ -8,8 +8,10 @@ in alternating order, after a warm-up of both. Side by side, drifts of the machi
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,7 +22,8 @@ import numpy as np
 
 from mnt.export.errors import ExportError
 from mnt.runtime.align import Crop, align, template
-from mnt.runtime.backends.base import Backend
+from mnt.runtime.backends.base import Backend, BackendState
+from mnt.runtime.landmarkers.base import LandmarkBackend
 from mnt.runtime.landmarkers.mediapipe_mesh import MediaPipeLandmarks
 from mnt.runtime.pipeline import DriverStream, Targets
 from mnt.runtime.rasterize import rasterize, to_model_input
@@ -40,6 +43,8 @@ class Row:
     gflop: float | None = None  # work per call, counted once from the PyTorch model
     baseline_ms: list[float] | None = None  # the interleaved PyTorch samples
     extra: dict[str, Any] = field(default_factory=dict)
+    streams: int = 1  # concurrent streams on the model (the streaming rows)
+    pipelined: bool = False  # the frame path's stages on threads of their own
 
     @property
     def median(self) -> float:
@@ -51,21 +56,40 @@ class Row:
 
 class Timed(Backend):
     """A backend that adds up the time spent in its calls (to split a frame into the
-    networks and everything else)."""
+    networks and everything else). A stream's state goes on to `inner`'s own, so that
+    streams run as concurrently, and with their resident inputs, as on `inner` itself."""
+
+    STATEFUL = True
 
     def __init__(self, inner: Backend) -> None:
         super().__init__(inner.component)
         self.inner, self.seconds = inner, 0.0
+        self._adding = threading.Lock()  # streams call from several threads
 
     def activate_impl(self) -> None:
         self.inner.activate()
 
-    def infer_impl(self, ready: dict[str, np.ndarray], dims: dict[str, int]) -> dict[str, np.ndarray]:
+    def _timed(self, feeds: dict[str, np.ndarray], state: BackendState | None) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         try:
-            return self.inner.infer(ready)
+            return self.inner.infer(feeds, state)
         finally:
-            self.seconds += time.perf_counter() - started
+            with self._adding:
+                self.seconds += time.perf_counter() - started
+
+    def infer_impl(self, ready: dict[str, np.ndarray], dims: dict[str, int]) -> dict[str, np.ndarray]:
+        return self._timed(ready, None)
+
+    def new_state_impl(self, state: BackendState) -> BackendState:
+        return self.inner.new_state(state.resident)
+
+    def infer_state_impl(self, ready: dict[str, np.ndarray], dims: dict[str, int],
+                         state: BackendState) -> dict[str, np.ndarray]:
+        # the resident inputs are already in the inner state: only the others are passed on
+        return self._timed({n: a for n, a in ready.items() if n not in state.resident}, state.impl)
+
+    def release_state_impl(self, state: BackendState) -> None:
+        state.impl.close()
 
     def deactivate_impl(self) -> None:
         self.inner.deactivate()
@@ -147,6 +171,13 @@ def _target_feeds(crops: list[Crop], size: int) -> dict[str, np.ndarray]:
 
 def _targets(inputs: Inputs, k: int) -> list[Crop]:
     return [inputs.target_crops[i % len(inputs.target_crops)] for i in range(k)]
+
+
+def encoded_targets(model: Reenactor, inputs: Inputs, k: int) -> Targets:
+    """K of the target crops, encoded by `model`, as a driver stream takes them."""
+    crops = _targets(inputs, k)
+    state, _ = model.encode_targets([c.image for c in crops], [c.landmarks for c in crops])
+    return Targets(crops, [], inputs.photos[0], state, cache_hit=False)
 
 
 class Bench:
@@ -244,7 +275,6 @@ class Bench:
         """Table 7, per frame, end to end: decode, track, align, landmark transformer,
         rasterise, generator, encode to H.264; frames of the contender and the baseline
         alternate. Also splits the contender's frame into networks and everything else."""
-        crops = _targets(self.inputs, k)
         contenders = [e for e in (self.contender, self.baseline) if e]
         self.say(f"  driver_generation (K={k}, {self.frames} frames) on "
                  + " and ".join(e.name for e in contenders))
@@ -253,8 +283,7 @@ class Bench:
         with tempfile.TemporaryDirectory(prefix="mnt-bench-") as tmp:
             streams, writers = {}, {}
             for e in contenders:
-                state, _ = e.model.encode_targets([c.image for c in crops], [c.landmarks for c in crops])
-                targets = Targets(crops, [], self.inputs.photos[0], state, cache_hit=False)
+                targets = encoded_targets(e.model, self.inputs, k)
                 streams[e.name] = DriverStream(e.model, targets, MediaPipeLandmarks(static_image_mode=False),
                                                self.inputs.rate)
                 writers[e.name] = VideoWriter(Path(tmp) / f"{e.name}.mp4", round(self.inputs.rate),
@@ -274,6 +303,7 @@ class Bench:
             finally:
                 for e in contenders:
                     writers[e.name].abort()
+                    streams[e.name].close()  # its backend states
                     streams[e.name].landmarker.close()
         if not samples[self.contender.name]:
             raise ExportError(f"no frame of {self.inputs.video} had a face to time")
@@ -306,14 +336,33 @@ def _decoded(video: Path, count: int) -> Iterator[tuple[np.ndarray, float]]:
             raise ExportError(f"{video} has no frames")
 
 
-def landmark_detector(inputs: Inputs, warmup: int, iterations: int) -> Row:
-    """Table 6's landmark detector: mediapipe's face mesh tracking driver frames."""
+def _tracking(tracker: LandmarkBackend, frames: list[np.ndarray]) -> Callable[[], object]:
+    """One call: the tracker on the next of `frames` (round and round)."""
+    calls = itertools.count()
+    return lambda: tracker.detect(frames[next(calls) % len(frames)], human_check=False)
+
+
+def landmark_detector(inputs: Inputs, warmup: int, iterations: int,
+                      engines: Mapping[str, tuple[str, Callable[[], LandmarkBackend]]] | None = None
+                      ) -> list[Row]:
+    """Table 6's landmark detector, tracking driver frames: mediapipe's face mesh and, call
+    by call interleaved with it on the same frames, the artefact folder's face components
+    on each engine of `engines` (name -> (precision, a tracker factory))."""
     frames = inputs.driver_frames
-    with MediaPipeLandmarks(static_image_mode=False) as tracker:
-        calls = iter(range(10**9))
-
-        def detect() -> object:
-            return tracker.detect(frames[next(calls) % len(frames)], human_check=False)
-
-        ms, _ = paired(detect, None, warmup, iterations)
-    return Row("landmark_detector", "mediapipe", "fp32", 1, ms)
+    with MediaPipeLandmarks(static_image_mode=False) as reference:
+        mediapipe = _tracking(reference, frames)
+        if not engines:
+            ms, _ = paired(mediapipe, None, warmup, iterations)
+            return [Row("landmark_detector", "mediapipe", "fp32", 1, ms, extra={"landmarks": "mediapipe"})]
+        rows: list[Row] = []
+        for name, (precision, make) in engines.items():
+            with make() as tracker:
+                ms, base = paired(_tracking(tracker, frames), mediapipe, warmup, iterations)
+            assert base is not None
+            if not rows:  # mediapipe's own row once, from its first pairing
+                rows.append(Row("landmark_detector", "mediapipe", "fp32", 1, base,
+                                extra={"landmarks": "mediapipe"}))
+            speedup = statistics.median(base) / statistics.median(ms)
+            rows.append(Row("landmark_detector", name, precision, 1, ms,
+                            extra={"landmarks": "engines", "speedup_vs_mediapipe": round(speedup, 2)}))
+    return rows

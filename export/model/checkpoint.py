@@ -64,7 +64,9 @@ def init_reference(config: ModelConfig, seed: int) -> Reference:
     return Reference(config, generator.eval(), disentangler.eval(), stats)
 
 
-def save_checkpoint(reference: Reference, path: str | os.PathLike[str], note: str = "") -> None:
+def save_checkpoint(reference: Reference, path: str | os.PathLike[str], note: str = "",
+                    replace: bool = True) -> None:
+    """Without `replace`, a file that appeared at `path` meanwhile is kept (an ExportError)."""
     tensors: dict[str, torch.Tensor] = {}
     for prefix, module in (("generator.", reference.generator),
                            ("landmark_disentangler.", reference.disentangler)):
@@ -75,7 +77,7 @@ def save_checkpoint(reference: Reference, path: str | os.PathLike[str], note: st
         tensors[f"landmark_stats.{name}"] = torch.from_numpy(value.copy())
     header = {"format": FORMAT, "format_version": FORMAT_VERSION,
               "config": json.loads(reference.config.to_json()), "note": note}
-    with atomic_path(path) as temporary:
+    with atomic_path(path, replace=replace, error=ExportError) as temporary:
         try:
             save_file(tensors, str(temporary), metadata={"mnt": json.dumps(header, sort_keys=True)})
         except SafetensorError as err:  # safetensors reports I/O failures (full disk) this way

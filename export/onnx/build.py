@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 from mnt.export.errors import AccuracyError, ExportError
+from mnt.export.faces.build import available as faces_available
+from mnt.export.faces.build import build_faces_into, face_images
 from mnt.export.model.checkpoint import Reference, load_checkpoint
 from mnt.export.model.components import COMPONENTS, ComponentSpec, component_modules, component_specs
 from mnt.export.onnx.custom_ops import PLUGIN_COMPONENTS, custom_ops
@@ -64,7 +66,7 @@ def parity_faces(reference: Reference, faces: list[np.ndarray] | None, face_path
 def build(checkpoint: Path, precision: str, out: Path, force: bool = False,
           faces: list[np.ndarray] | None = None, face_paths: Sequence[Path] = (),
           gate_ks: tuple[int, ...] = GATE_KS, log: Callable[[str], None] = print,
-          plugins: bool = False) -> Manifest:
+          plugins: bool = False, with_faces: bool = True) -> Manifest:
     """Export, gate and write one FP32 or FP16 artefact folder; raises ExportError (nothing
     written). `plugins`: the target encoder and generator with `mnt::` custom nodes for warp
     and attention (export/onnx/custom_ops.py), gated like the standard graph. INT8 builds
@@ -76,14 +78,19 @@ def build(checkpoint: Path, precision: str, out: Path, force: bool = False,
     check_faces(faces)
     reference = load_checkpoint(checkpoint)
     with staged_folder(out, force, "the build", ExportError) as staging:
+        images = face_images(face_paths) if with_faces else None
         return build_into(staging, checkpoint, reference, precision,
-                          parity_faces(reference, faces, face_paths), gate_ks, log, plugins)
+                          parity_faces(reference, faces, face_paths), gate_ks, log, plugins,
+                          face_images=images)
 
 
 def build_into(folder: Path, checkpoint: Path, reference: Reference, precision: str,
                faces: list[np.ndarray], gate_ks: tuple[int, ...],
-               log: Callable[[str], None], plugins: bool = False) -> Manifest:
-    """Export and gate every component into the (empty, staged) `folder`; the manifest last."""
+               log: Callable[[str], None], plugins: bool = False,
+               face_images: Sequence[np.ndarray] | None = None) -> Manifest:
+    """Export and gate every component into the (empty, staged) `folder`; the manifest last.
+    `face_images`: whole images with faces for the face components' gate (mnt.export.faces);
+    None leaves them out, as does an export machine without mediapipe's models (logged)."""
     modules = component_modules(reference.folded_generator(), copy.deepcopy(reference.disentangler))
     specs = component_specs(reference.config)
     ks = sorted({*gate_ks, GOLDEN_K})
@@ -97,11 +104,18 @@ def build_into(folder: Path, checkpoint: Path, reference: Reference, precision: 
         inputs = {k: inputs_by_k[k][name] for k in ks}
         components[name] = _export_component(folder, modules[name], specs[name], precision, inputs,
                                              log, with_plugins)
+    faces_built = {}
+    if face_images is not None:
+        missing = faces_available()
+        if missing is None:
+            faces_built = build_faces_into(folder, precision, face_images, log)
+        else:
+            log(f"face components left out: {missing}")
     _save_stats(reference, folder / STATS_NAME)
     manifest = Manifest(
         tool_version=version("mnt"), checkpoint_sha256=sha256_file(checkpoint), precision=precision,
         opset=OPSET, versions=toolchain_versions(), model=json.loads(reference.config.to_json()),
-        components=components, files={STATS_NAME: sha256_file(folder / STATS_NAME)})
+        components=components, files={STATS_NAME: sha256_file(folder / STATS_NAME)}, faces=faces_built)
     manifest.write(folder)
     return manifest
 

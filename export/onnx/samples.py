@@ -78,21 +78,31 @@ def faces_from(paths: Sequence[str | os.PathLike[str]], size: int, count: int = 
                    for p in ([path] if path.is_file() else path.iterdir())
                    if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
     check: tuple[Callable[[np.ndarray], bool], Callable[[], None]] | None = None
-    checked = False  # the landmarker starts at the first photo: videos alone never load it
+    checked = False  # the landmarker starts at the first image: unused, it is never loaded
+
+    def human(image: np.ndarray) -> bool:
+        nonlocal check, checked
+        if not checked:
+            check, checked = _human_face_check(), True
+        return check is None or check[0](image)
+
     try:
         for file in files:
             if file.suffix.lower() in IMAGE_SUFFIXES:
                 image = read_image(file)
                 if image is None:
                     continue
-                if not checked:
-                    check, checked = _human_face_check(), True
-                if check is not None and not check[0](image):
+                if not human(image):
                     raise ExportError(f"{file}: no human face found",
                                       hint="--faces takes photos or videos of real people's faces")
                 faces.append(square_crop(image, size))
-            else:
-                faces.extend(square_crop(f, size) for f in read_frames(file, limit=6, step=15))
+            else:  # a video's faceless frames are skipped; a video without any is refused
+                frames = list(read_frames(file, limit=6, step=15))
+                kept = [f for f in frames if human(f)]
+                if frames and not kept:
+                    raise ExportError(f"{file}: no human face found in its sampled frames",
+                                      hint="--faces takes photos or videos of real people's faces")
+                faces.extend(square_crop(f, size) for f in kept)
     finally:
         if check is not None:
             check[1]()

@@ -10,10 +10,14 @@ from typing import Any
 
 import numpy as np
 
+from mnt.export.faces.gates import failures_by_output
+from mnt.export.faces.models import MODELS
+from mnt.export.faces.parity import compare
 from mnt.export.onnx.gates import Error, judge
 from mnt.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from mnt.runtime.manifest import Manifest, check_hashes, load_manifest
+from mnt.runtime.manifest import ComponentInfo, Manifest, check_hashes, load_manifest
 
+MODELS_BY_COMPONENT = {m.component: m for m in MODELS}
 CHANGED = "file changed since the build (sha256 mismatch)"
 NO_GOLDEN = "no golden data stored"
 
@@ -56,10 +60,40 @@ def verify(folder: Path, device: str = "cpu", allow_fallback: bool = False
                 failures = judge(info.precision, t.name, error, torch32)
                 rows.append(Row(name, t.name, built["psnr_db"], error.psnr_db, error.max_abs_error,
                                 "; ".join(failures) or "ok"))
-    for extra in sorted(tampered - {c.file for c in manifest.components.values()}
-                        - {c.golden["file"] for c in manifest.components.values() if c.golden}):
+    for name, info in manifest.faces.items():
+        rows += _verify_face(folder, name, info, tampered, device, allow_fallback)
+    every = manifest.all_components.values()
+    for extra in sorted(tampered - {c.file for c in every} - {c.golden["file"] for c in every if c.golden}):
         rows.append(Row("-", extra, None, None, None, CHANGED))
     return manifest, rows
+
+
+def _verify_face(folder: Path, name: str, info: ComponentInfo, tampered: set[str], device: str,
+                 allow_fallback: bool) -> list[Row]:
+    """A face component on its golden (a real face), against the TFLite outputs stored at
+    the build, judged by its own gate (pixels and probabilities)."""
+    if info.file in tampered or (info.golden and info.golden["file"] in tampered):
+        return [Row(name, "*", info.accuracy.get("psnr_db"), None, None, CHANGED)]
+    if not info.golden:
+        return [Row(name, "*", None, None, None, NO_GOLDEN)]
+    model = MODELS_BY_COMPONENT.get(name)
+    if model is None:
+        return [Row(name, "*", None, None, None, f"unknown face component (this mnt knows "
+                                                 f"{', '.join(MODELS_BY_COMPONENT)})")]
+    golden = np.load(folder / info.golden["file"])
+    with OnnxRuntimeBackend(info, folder, device, allow_fallback) as backend:
+        got = backend.infer({t.name: golden[f"input:{t.name}"] for t in info.inputs})
+        got = {k: np.array(v) for k, v in got.items()}
+    want = {t.name: golden[f"output:{t.name}"] for t in info.outputs}
+    figures = compare(model, [got], [want])
+    failures = failures_by_output(name, info.precision, figures)
+    rows = []
+    for t in info.outputs:
+        error = Error.between(got[t.name], want[t.name])
+        built = info.accuracy["outputs"][t.name]
+        rows.append(Row(name, t.name, built["psnr_db"], error.psnr_db, error.max_abs_error,
+                        "; ".join(failures.get(t.name, [])) or "ok"))
+    return rows
 
 
 def format_rows(rows: list[Row]) -> str:
@@ -97,7 +131,7 @@ def summarise(folder: Path) -> dict[str, Any]:
     """What `inspect` shows (and `inspect --json` prints), from the folder's manifest."""
     manifest = load_manifest(folder)
     components = []
-    for name, c in manifest.components.items():
+    for name, c in manifest.all_components.items():
         path = folder / c.file
         components.append({
             "name": name, "file": c.file, "phase": c.phase, "precision": c.precision,
@@ -106,7 +140,7 @@ def summarise(folder: Path) -> dict[str, Any]:
             "passed": bool(c.accuracy["passed"]),
             "inputs": [t.to_json() for t in c.inputs], "outputs": [t.to_json() for t in c.outputs],
             "dims": {d: [lo, hi] for d, (lo, hi) in c.dims.items()},
-            "custom_ops": dict(c.custom_ops),
+            "custom_ops": dict(c.custom_ops), "source": c.source,
             "engines": {runtime: {**e.to_json(), "size_bytes": _size(folder / e.file)}
                         for runtime, e in c.engines.items()},
         })
@@ -132,7 +166,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         more = f" (+{len(c['inputs']) - 2} more)" if len(c["inputs"]) > 2 else ""
         lines.append(f"{c['name']:<22}{c['phase']:<8}{size:>8}{c['psnr_db']:>8.1f}"
                      f"{c['max_abs_error']:>10.2e}"
-                     f"{'pass' if c['passed'] else 'FAIL':>6}  {shapes}{more} [{dims}]")
+                     f"{'pass' if c['passed'] else 'FAIL':>6}  {shapes}{more}"
+                     + (f" [{dims}]" if dims else ""))
     engines = [e for c in summary["components"] for e in c["engines"].values()]
     if engines:
         lines.append(f"{'engine':<34}{'runtime':<14}{'version':<12}{'size MB':>8}  GPUs (compute capability)")

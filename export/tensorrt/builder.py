@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from mnt.export.errors import AccuracyError, ExportError
 from mnt.runtime.backends import registry
 from mnt.runtime.backends.tensorrt import RUNTIMES  # runtime -> (module, name, install)
-from mnt.runtime.files import atomic_path, sha256_file
+from mnt.runtime.files import atomic_path, exclusive, sha256_file
 from mnt.runtime.gpu import probe_gpu, tensorrt_version
 from mnt.runtime.manifest import ComponentInfo, EngineInfo, Manifest, load_manifest
 
@@ -252,7 +252,14 @@ def build_engines(folder: Path, settings: EngineSettings = EngineSettings(), ker
                   log: Log = print) -> Manifest:
     """An engine for every component of an artefact folder, built from its ONNX as they
     are (plugin-variant components with our plugins, the others with native layers); then
-    the manifest is rewritten (atomically) with the engine entries."""
+    the manifest is rewritten (atomically) with the engine entries. Two builds into one
+    folder exclude each other (the second stops at once): each would rewrite the manifest
+    from the one it read, and lose the other's engines."""
+    with exclusive(folder, ExportError):
+        return _build_engines(folder, settings, kernels, log)
+
+
+def _build_engines(folder: Path, settings: EngineSettings, kernels: Path | None, log: Log) -> Manifest:
     manifest = load_manifest(folder)
     rtx = settings.runtime == "tensorrt-rtx"
     if rtx and any(c.custom_ops for c in manifest.components.values()):
@@ -283,7 +290,13 @@ def build_engines(folder: Path, settings: EngineSettings = EngineSettings(), ker
                               folder / file, plugin_sha if plugins else None,
                               register if plugins else None, log)
         components[name] = replace(info, engines={**info.engines, settings.runtime: engine})
-    updated = replace(manifest, components=components,
+    faces = {}  # the per-frame face networks (mediapipe's, converted): native layers, static shapes
+    for name, info in manifest.faces.items():
+        file = f"{name}.rtx.engine" if rtx else f"{name}.engine"
+        engine = build_engine(folder / info.file, info, replace(settings, ops="native"), target,
+                              folder / file, log=log)
+        faces[name] = replace(info, engines={**info.engines, settings.runtime: engine})
+    updated = replace(manifest, components=components, faces=faces,
                       versions={**manifest.versions, settings.runtime: target.tensorrt_version})
     updated.write(folder)
     return updated

@@ -123,4 +123,7 @@ def evaluate(checkpoint: Path, videos: Path, data_cache: Path, holdout: float, k
     results = run_evaluation(reference, dataset, k_values, frames)
     click.echo(markdown(results))
     if json_out is not None:
-        json_out.write_text(json.dumps(results, indent=1))
+        from mnt.runtime.files import atomic_path
+
+        with atomic_path(json_out, error=ExportError) as temporary:
+            temporary.write_text(json.dumps(results, indent=1))

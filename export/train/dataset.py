@@ -170,8 +170,9 @@ def prepare(videos: list[Path], cache: Path, size: int, holdout: float = 0.2,
                 np.savez(handle, **arrays)
         with np.load(cached) as data:
             clips.append(Clip(name=video.stem, split=split, **{k: data[k] for k in data.files}))
-    (cache / "sources.json").write_text(json.dumps(
-        {"videos": [str(v) for v in videos], "holdout": holdout, "size": size}, indent=1))
+    with atomic_path(cache / "sources.json") as temporary:
+        temporary.write_text(json.dumps(
+            {"videos": [str(v) for v in videos], "holdout": holdout, "size": size}, indent=1))
     return Dataset(clips, stats, size)
 
 

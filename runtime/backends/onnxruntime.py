@@ -5,17 +5,29 @@ the providers the session really got and refuses unless a fallback was allowed."
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnt.runtime.backends.base import Backend, resolve_shape
+from mnt.runtime.backends.base import Backend, BackendState, resolve_shape
 from mnt.runtime.backends.mnt_ops import with_reference_ops
 from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.manifest import ComponentInfo
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+EMPTY: Mapping[str, np.ndarray] = {}
+
+
+@dataclass
+class _StreamBuffers:
+    """One stream's: output buffers per binding of the dynamic axes, and (CUDA) its
+    resident inputs as device tensors."""
+
+    outputs: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict)
+    on_device: dict[str, Any] = field(default_factory=dict)
 
 
 class OnnxRuntimeBackend(Backend):
@@ -27,7 +39,8 @@ class OnnxRuntimeBackend(Backend):
         self.path = Path(folder) / component.file
         self.device, self.allow_fallback, self.threads = device, allow_fallback, threads
         self.session: Any = None
-        self._buffers: dict[tuple[int, ...], dict[str, np.ndarray]] = {}
+        self._default = _StreamBuffers()  # for calls without a state
+        self._on_gpu = False
 
     def activate_impl(self) -> None:
         try:
@@ -59,6 +72,7 @@ class OnnxRuntimeBackend(Backend):
                     f"{self.path} has {side} {got_names}, but the manifest's {self.component.name} "
                     f"has {want_names}", hint=REBUILD_HINT)
         got = self.session.get_providers()
+        self._on_gpu = got[0] == PROVIDERS["cuda"]
         if PROVIDERS[self.device] not in got and not self.allow_fallback:
             self.session = None
             raise RuntimeStageError(
@@ -83,16 +97,40 @@ class OnnxRuntimeBackend(Backend):
     def providers(self) -> list[str]:
         return list(self.session.get_providers()) if self.session else []
 
+    STATEFUL = True  # ONNX Runtime's session runs calls from several threads at once
+
+    def new_state_impl(self, state: BackendState) -> _StreamBuffers:
+        return _StreamBuffers()
+
     def infer_impl(self, ready: dict[str, np.ndarray], dims: dict[str, int]) -> dict[str, np.ndarray]:
+        return self._run(ready, dims, self._default)
+
+    def infer_state_impl(self, ready: dict[str, np.ndarray], dims: dict[str, int],
+                         state: BackendState) -> dict[str, np.ndarray]:
+        return self._run(ready, dims, state.impl, state.resident)
+
+    def release_state_impl(self, state: BackendState) -> None:
+        state.impl.outputs.clear()
+        state.impl.on_device.clear()
+
+    def _run(self, ready: dict[str, np.ndarray], dims: dict[str, int], own: _StreamBuffers,
+             resident: Mapping[str, np.ndarray] = EMPTY) -> dict[str, np.ndarray]:
         key = tuple(sorted(dims.items()))
-        buffers = self._buffers.get(key)  # type: ignore[arg-type]
+        buffers = own.outputs.get(key)
         if buffers is None:  # outputs are preallocated once per binding of the dynamic axes
             buffers = {t.name: np.empty(resolve_shape(t.shape, dims), dtype=t.dtype)
                        for t in self.component.outputs}
-            self._buffers[key] = buffers  # type: ignore[index]
+            own.outputs[key] = buffers
         binding = self.session.io_binding()
         for name, array in ready.items():
-            binding.bind_cpu_input(name, array)
+            if name in resident and self._on_gpu:  # on the GPU once, for the stream's life
+                if name not in own.on_device:
+                    import onnxruntime as ort
+
+                    own.on_device[name] = ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
+                binding.bind_ortvalue_input(name, own.on_device[name])
+            else:
+                binding.bind_cpu_input(name, array)
         for name, array in buffers.items():
             binding.bind_output(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
         self.session.run_with_iobinding(binding)
@@ -100,4 +138,4 @@ class OnnxRuntimeBackend(Backend):
 
     def deactivate_impl(self) -> None:
         self.session = None
-        self._buffers.clear()
+        self._default = _StreamBuffers()

@@ -9,6 +9,11 @@ execution context had at capture, so then each binding owns a context (all of th
 shared device-memory allocation: they run one at a time on one stream), and a binding whose
 capture fails runs plain enqueues instead, as trtexec does.
 
+The engine is shared; everything above is per stream (`_Lane`: its CUDA stream, context,
+bindings and buffers), so streams with states of their own (`new_state`) run concurrently.
+A state's resident inputs (a target state) are copied to the device once per binding, never
+per call.
+
 tensorrt and cuda-python are imported on activate(), never at import time.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import importlib
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mnt.runtime.backends.base import Backend
+from mnt.runtime.backends.base import Backend, BackendState
 from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.files import sha256_file
 from mnt.runtime.gpu import GpuProbe, cuda_runtime, probe_gpu, tensorrt_version
@@ -109,24 +115,39 @@ class _Binding:
     graph_exec: Any = None
     capture_error: str | None = None  # the capture failed: plain enqueues on this binding
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    uploaded: set[str] = field(default_factory=set)  # resident inputs already on the device
+
+
+@dataclass
+class _Lane:
+    """One stream's share of the engine: a CUDA stream, an execution context (None with
+    CUDA graphs: then each binding has its own, on the lane's device memory) and bindings."""
+
+    stream: Any
+    context: Any = None
+    bindings: dict[tuple[tuple[str, int], ...], _Binding] = field(default_factory=dict)
+    context_memory: int | None = None  # what the bindings' contexts share (cuda_graph)
+    context_memory_size: int = 0
 
 
 class TensorRTBackend(Backend):
     RUNTIME = "tensorrt"  # which engine of the component, and which module runs it (RUNTIMES)
+    STATEFUL = True
 
     def __init__(self, component: ComponentInfo, folder: str | Path, cuda_graph: bool = False,
                  device: int = 0) -> None:
         super().__init__(component)
         self.folder, self.cuda_graph, self.device = Path(folder), cuda_graph, device
         self.engine: trt.ICudaEngine | None = None
-        self.context: trt.IExecutionContext | None = None
         self._runtime: trt.Runtime | None = None
         self._cudart: Any = None
-        self._stream: Any = None
-        self._bindings: dict[tuple[tuple[str, int], ...], _Binding] = {}
-        self._context_memory: int | None = None  # what the bindings' contexts share (cuda_graph)
-        self._context_memory_size = 0
+        self._lane: _Lane | None = None  # for calls without a state
+        self._lanes_lock = threading.Lock()
         self._trt: Any = None  # the module that loaded the engine
+
+    @property
+    def _bindings(self) -> dict[tuple[tuple[str, int], ...], _Binding]:
+        return self._lane.bindings if self._lane is not None else {}
 
     def activate_impl(self) -> None:
         module, label, _ = RUNTIMES[self.RUNTIME]
@@ -148,9 +169,21 @@ class TensorRTBackend(Backend):
                                     hint=rebuild_hint(self.folder, self.RUNTIME))
         self._check_io(trt, self.engine)
         self._trt = trt
-        # With CUDA graphs each binding gets its own context instead (_binding_context).
-        self.context = None if self.cuda_graph else self._create_context(self.engine)
-        self._stream = _check(self._cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._lane = self._new_lane()
+
+    def _new_lane(self) -> _Lane:
+        assert self.engine is not None
+        with self._lanes_lock:  # (TensorRT-RTX's contexts share one runtime cache, made on first use)
+            _check(self._cudart.cudaSetDevice(self.device), "cudaSetDevice")  # (the calling thread's)
+            # With CUDA graphs each binding gets its own context instead (_binding_context).
+            context = None if self.cuda_graph else self._create_context(self.engine)
+            return _Lane(stream=_check(self._cudart.cudaStreamCreate(), "cudaStreamCreate"), context=context)
+
+    def new_state_impl(self, state: BackendState) -> _Lane:
+        return self._new_lane()
+
+    def release_state_impl(self, state: BackendState) -> None:
+        self._release_lane(state.impl)
 
     def _create_context(self, engine: Any) -> Any:
         """An execution context of the engine (TensorRT-RTX adds its runtime cache here)."""
@@ -169,39 +202,54 @@ class TensorRTBackend(Backend):
                                     f"manifest's {want}", hint=rebuild_hint(self.folder, self.RUNTIME))
 
     def infer_impl(self, ready: dict[str, np.ndarray], dims: dict[str, int]) -> dict[str, np.ndarray]:
+        assert self._lane is not None
+        return self._run(ready, dims, self._lane, frozenset())
+
+    def infer_state_impl(self, ready: dict[str, np.ndarray], dims: dict[str, int],
+                         state: BackendState) -> dict[str, np.ndarray]:
+        return self._run(ready, dims, state.impl, frozenset(state.resident))
+
+    def _run(self, ready: dict[str, np.ndarray], dims: dict[str, int], lane: _Lane,
+             resident: frozenset[str]) -> dict[str, np.ndarray]:
         key = tuple(sorted(dims.items()))
-        binding = self._bindings.get(key) or self._bind(key, ready)
-        cudart, stream = self._cudart, self._stream
+        cudart, stream = self._cudart, lane.stream
+        _check(cudart.cudaSetDevice(self.device), "cudaSetDevice")  # (per thread: streams run on any)
+        binding = lane.bindings.get(key) or self._bind(lane, key, ready)
         h2d, d2h = (cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
                     cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost)
         for name, array in ready.items():
+            if name in binding.uploaded:
+                continue  # a resident input: on the device since this binding's first call
             np.copyto(binding.host[name], array)
             _check(cudart.cudaMemcpyAsync(binding.device[name], binding.host[name].ctypes.data,
                                           array.nbytes, h2d, stream), "copy to the GPU")
+            if name in resident:
+                binding.uploaded.add(name)
         if binding.graph_exec is not None:
             _check(cudart.cudaGraphLaunch(binding.graph_exec, stream), "cudaGraphLaunch")
         else:
-            self._enqueue(binding)
+            self._enqueue(lane, binding)
         for name, array in binding.outputs.items():
             _check(cudart.cudaMemcpyAsync(array.ctypes.data, binding.device[name], array.nbytes, d2h,
                                           stream), "copy from the GPU")
         _check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
         return binding.outputs
 
-    def _enqueue(self, binding: _Binding) -> None:
-        context = binding.context if binding.context is not None else self.context
+    def _enqueue(self, lane: _Lane, binding: _Binding) -> None:
+        context = binding.context if binding.context is not None else lane.context
         assert context is not None
         for name, pointer in binding.device.items():
             context.set_tensor_address(name, pointer)
         for t in self.component.inputs:
             context.set_input_shape(t.name, binding.host[t.name].shape)
-        if not context.execute_async_v3(int(self._stream)):
+        if not context.execute_async_v3(int(lane.stream)):
             raise RuntimeStageError(f"{self.component.name}: TensorRT failed to enqueue the engine")
 
-    def _bind(self, key: tuple[tuple[str, int], ...], ready: Mapping[str, np.ndarray]) -> _Binding:
+    def _bind(self, lane: _Lane, key: tuple[tuple[str, int], ...],
+              ready: Mapping[str, np.ndarray]) -> _Binding:
         """Allocate the buffers of one binding of the dynamic axes (and, with CUDA graphs, its
         own context and graph)."""
-        context = self._binding_context() if self.cuda_graph else self.context
+        context = self._binding_context(lane) if self.cuda_graph else lane.context
         assert context is not None
         cudart = self._cudart
         shapes = {name: array.shape for name, array in ready.items()}
@@ -225,47 +273,46 @@ class TensorRTBackend(Backend):
                 binding.host[name] = np.frombuffer(raw, dtype=dtypes[name]).reshape(shape)
             binding.outputs = {t.name: binding.host[t.name] for t in self.component.outputs}
             if self.cuda_graph:
-                self._capture(binding)
+                self._capture(lane, binding)
         except BaseException:  # nothing half-made stays cached: the next call starts over
             self._release(binding)
             raise
-        self._bindings[key] = binding
+        lane.bindings[key] = binding
         return binding
 
-    def _binding_context(self) -> Any:
-        """A new execution context on the device memory all bindings' contexts share (sized
-        for the engine's whole profile; they never run at the same time)."""
+    def _binding_context(self, lane: _Lane) -> Any:
+        """A new execution context on the device memory all the lane's bindings' contexts
+        share (sized for the engine's whole profile; they never run at the same time)."""
         assert self.engine is not None
-        if self._context_memory is None:
+        if lane.context_memory is None:
             size = int(self.engine.device_memory_size_v2)
-            self._context_memory = int(_check(self._cudart.cudaMalloc(max(size, 1)), "cudaMalloc"))
-            self._context_memory_size = size
+            lane.context_memory = int(_check(self._cudart.cudaMalloc(max(size, 1)), "cudaMalloc"))
+            lane.context_memory_size = size
         context = self._graph_context(self.engine)
         if context is None:
             raise RuntimeStageError(f"{self.component.name}: TensorRT could not create an execution context "
                                     "(its log above says why)")
-        context.set_device_memory(self._context_memory, self._context_memory_size)
+        context.set_device_memory(lane.context_memory, lane.context_memory_size)
         return context
-
     def _graph_context(self, engine: Any) -> Any:
         """An execution context without device memory of its own, for one binding (the
         USER_MANAGED strategy: TensorRT >= 10.0 and TensorRT-RTX have it, unlike
         create_execution_context_without_device_memory)."""
         return engine.create_execution_context(self._trt.ExecutionContextAllocationStrategy.USER_MANAGED)
 
-    def _capture(self, binding: _Binding) -> None:
+    def _capture(self, lane: _Lane, binding: _Binding) -> None:
         """Record one enqueue into a CUDA graph. TensorRT asks for one plain enqueue after a
         shape change before capturing, so its deferred set-up work stays out of the graph. A
         failed capture is ended and its error cleared, and the binding keeps plain enqueues
         (`capture_error` says why, as one log line does)."""
-        cudart, stream = self._cudart, self._stream
-        self._enqueue(binding)
+        cudart, stream = self._cudart, lane.stream
+        self._enqueue(lane, binding)
         _check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
         mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         _check(cudart.cudaStreamBeginCapture(stream, mode), "cudaStreamBeginCapture")
         failure = None
         try:
-            self._enqueue(binding)
+            self._enqueue(lane, binding)
         except Exception as err:  # the capture must end whatever went wrong
             failure = f"{type(err).__name__}: {err}"
         except BaseException:  # interrupted: never leave the stream capturing
@@ -306,21 +353,23 @@ class TensorRTBackend(Backend):
             cudart.cudaFreeHost(pointer)
         binding.device, binding.host_pointers, binding.host, binding.outputs = {}, [], {}, {}
 
-    def deactivate_impl(self) -> None:
+    def _release_lane(self, lane: _Lane) -> None:
         cudart = self._cudart
         if cudart is not None:
-            if self._stream is not None:
-                cudart.cudaStreamSynchronize(self._stream)
-            for binding in self._bindings.values():
+            cudart.cudaStreamSynchronize(lane.stream)
+            for binding in lane.bindings.values():
                 self._release(binding)
-            if self._context_memory is not None:
-                cudart.cudaFree(self._context_memory)
-            if self._stream is not None:
-                cudart.cudaStreamDestroy(self._stream)
-        self._bindings.clear()
-        self._context_memory = None
-        self._stream = None
-        self.context = None  # the context before the engine, the engine before the runtime
-        self.engine = None
+            if lane.context_memory is not None:
+                cudart.cudaFree(lane.context_memory)
+            cudart.cudaStreamDestroy(lane.stream)
+        lane.bindings.clear()
+        lane.context_memory = None
+        lane.context = None  # the context before the engine
+
+    def deactivate_impl(self) -> None:
+        if self._lane is not None:
+            self._release_lane(self._lane)
+        self._lane = None
+        self.engine = None  # the engine before the runtime
         self._runtime = None
         self._trt = None

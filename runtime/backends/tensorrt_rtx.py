@@ -9,11 +9,13 @@ engine, under the cache folder), so only the first run of an engine on a GPU pay
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from mnt.runtime.backends.tensorrt import TensorRTBackend
 from mnt.runtime.defaults import cache_dir
+from mnt.runtime.errors import MntError
 from mnt.runtime.files import atomic_path
 
 
@@ -55,8 +57,10 @@ class TensorRTRTXBackend(TensorRTBackend):
     def deactivate_impl(self) -> None:
         cache, path = self._runtime_cache, self._cache_path
         if cache is not None and path is not None:  # keep what the JIT compiled for the next run
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as temporary:
-                temporary.write_bytes(bytes(memoryview(cache.serialize())))
+            # (best effort: a cache that cannot be written costs only the next start's time)
+            with contextlib.suppress(OSError, MntError):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(path) as temporary:
+                    temporary.write_bytes(bytes(memoryview(cache.serialize())))
             self._runtime_cache = None
         super().deactivate_impl()

@@ -382,3 +382,33 @@ def test_the_rtx_backend_keeps_its_jit_runtime_cache_on_disk(fakes, monkeypatch,
         backend.deactivate()
         assert path.read_bytes() == b"+jit" * run  # the second run started from the first's
         configs.clear()
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_each_state_has_its_own_lane_and_uploads_its_resident_inputs_once(fakes, cuda_graph):
+    cuda, engine, make = fakes
+    handles = iter(range(100, 200))
+    cuda.cudaStreamCreate = lambda: (OK, next(handles))  # (the fake's own gives one handle for all)
+    copies = []
+    real_copy = cuda.cudaMemcpyAsync
+
+    def copy(dst, src, nbytes, kind, stream):
+        copies.append((kind, stream))
+        return real_copy(dst, src, nbytes, kind, stream)
+
+    cuda.cudaMemcpyAsync = copy
+    backend = make(cuda_graph=cuda_graph)
+    first, second = (backend.new_state(resident={"x": x}) for x in (_x(2), _x(3, 5.0)))
+    for state, x, calls in ((first, _x(2), 3), (second, _x(3, 5.0), 2), (first, _x(2), 1)):
+        for _ in range(calls):
+            np.testing.assert_array_equal(backend.infer({}, state)["y"], x * 2 + 1)
+    uploads = [stream for kind, stream in copies if kind == "h2d"]
+    downloads = [stream for kind, stream in copies if kind == "d2h"]
+    assert len(uploads) == 2 and len(set(uploads)) == 2  # once per state, each on its own stream
+    assert len(downloads) == 6 and set(downloads) == set(uploads)
+    assert first.moved_bytes == 0 and first.calls == 4
+    first.close()
+    second.close()
+    backend.deactivate()
+    assert cuda.device == {} and cuda.host == {}
+    assert all(ref() is None for ref in engine.contexts)

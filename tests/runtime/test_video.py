@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mnt.runtime import RuntimeStageError
-from mnt.runtime.video import VideoWriter, read_frames, video_info
-from tests.helpers import SHARED_DATA
+from mnt.runtime.video import VideoWriter, read_frames, read_timed_frames, video_info
+from tests.helpers import SHARED_DATA, sound_by_time, talking_clip
 
 DRIVING = SHARED_DATA / "driving"
 needs_media = pytest.mark.skipif(not DRIVING.exists(), reason=f"{DRIVING} not present")
@@ -89,3 +89,44 @@ def test_truncated_video_fails_at_a_named_frame_or_ends_early(tmp_path):
         assert "cut.mp4" in str(err)
     else:
         assert frames < 78  # FFmpeg may stop quietly at the cut: fewer frames, no crash
+
+
+def test_frames_keep_their_source_times_counted_from_the_first(tmp_path):
+    out = tmp_path / "timed.mp4"
+    writer = VideoWriter(out, Fraction(25), 64, 64)
+    for frame, at in zip(_frames(4), (10.0, 10.04, 10.2, 10.2), strict=True):  # a gap, then a tie
+        writer.write(frame, at)
+    writer.close()
+    times = [round(t, 3) for t, _ in read_timed_frames(out)]
+    assert times == [0.0, 0.04, 0.2, 0.24]  # (a tie takes the next frame's slot)
+
+
+class _Recording:
+    """An output container that notes the type of each packet it is given."""
+
+    def __init__(self, container):
+        self.container, self.muxed = container, []
+
+    def mux(self, packet):
+        self.muxed.append(packet.stream.type)
+        self.container.mux(packet)
+
+    def __getattr__(self, name):
+        return getattr(self.container, name)
+
+
+def test_audio_is_muxed_as_the_video_goes_and_follows_the_first_frame(tmp_path):
+    source = talking_clip(tmp_path / "source.mp4", faceless=25, faces=25, size=64)  # tone from 1.0 s
+    out = tmp_path / "out.mp4"
+    writer = VideoWriter(out, Fraction(25), 64, 64, audio_from=source)
+    writer.container = _Recording(writer.container)
+    muxed = writer.container.muxed
+    for i, frame in enumerate(_frames(20)):
+        writer.write(frame, 1.0 + i / 25)  # the frames from 1.0 s on, as after a faceless start
+    before_close = list(muxed)
+    writer.close()
+    # not held back until close: the muxer would keep every video packet waiting for them
+    assert "audio" in before_close[: len(before_close) // 2]
+    sound, rate = sound_by_time(out)
+    assert np.sqrt(np.mean(sound[int(0.02 * rate):int(0.2 * rate)] ** 2)) > 0.2  # the tone at once
+    assert abs(len(sound) / rate - 20 / 25) < 0.1

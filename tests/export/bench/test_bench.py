@@ -91,11 +91,11 @@ def test_unknown_backend_is_named(tiny_artefacts, tiny_checkpoint):
 
 def test_bench_smoke_one_iteration(tiny_artefacts, tiny_checkpoint, tmp_path):
     """The real command, one iteration per row: every row of Tables 6 and 7 for the engine
-    and the baseline, JSON and markdown written."""
+    and the baseline, the streaming rows for 1 and 2 streams, JSON and markdown written."""
     video = SHARED_DATA / "driving" / "d0.mp4"
     args = [console_script("mnt-bench"), "--artifacts", str(tiny_artefacts("fp32")),
             "--checkpoint", str(tiny_checkpoint), "--backends", "onnxruntime-cpu",
-            "--targets", "1,2", "--frames", "1", "--warmup", "0",
+            "--targets", "1,2", "--frames", "1", "--warmup", "0", "--streams", "1,2",
             "--json", str(tmp_path / "b.json"), "--markdown", str(tmp_path / "b.md")]
     if video.exists():
         args += ["--video", str(video), "--photos", str(SHARED_DATA / "targets")]
@@ -104,18 +104,22 @@ def test_bench_smoke_one_iteration(tiny_artefacts, tiny_checkpoint, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "b.json").read_text())
     seen = {(r["component"], r["backend"], r["k"]) for r in data["rows"]}
-    for component in ORDER[1:]:
+    for component in ORDER[1:-1]:
         ks = (1,) if component == "driver_landmark_transformer" else (1, 2)
         for backend in ("onnxruntime-cpu", "torch"):
             assert {(component, backend, k) for k in ks} <= seen, (component, backend)
     assert ("landmark_detector", "mediapipe", 1) in seen
+    streams = {(r["k"], r["streams"], r["pipelined"]) for r in data["rows"]
+               if r["component"] == "driver_streams"}
+    assert streams == {(k, n, p) for k in (1, 2) for n in (1, 2) for p in (True, False)}
     for row in data["rows"]:
-        assert {"component", "backend", "precision", "k", "ms_median", "ms_min", "ms_max", "gflops",
-                "speedup_vs_torch"} <= row.keys()
+        assert {"component", "backend", "precision", "k", "streams", "pipelined", "ms_median", "ms_min",
+                "ms_max", "gflops", "speedup_vs_torch"} <= row.keys()
         assert row["ms_min"] <= row["ms_median"] <= row["ms_max"]
     assert data["machine"]["cpu"]["cores"] >= 1 and data["machine"]["matmul_gflops"]
     assert "generator_k2_over_k1" in data["summary"]["onnxruntime-cpu"]
     assert "| generator | 2 | onnxruntime-cpu |" in (tmp_path / "b.md").read_text()
+    assert "| 2 | yes | 2 | onnxruntime-cpu |" in (tmp_path / "b.md").read_text()
 
 
 def test_mnt_run_on_the_torch_backend(tiny_artefacts, tiny_checkpoint, tmp_path):

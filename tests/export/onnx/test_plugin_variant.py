@@ -129,7 +129,7 @@ def test_verify_passes_on_the_plugin_folder(artefact):
     _, out = artefact
     result = CliRunner().invoke(main, ["verify", str(out)])
     assert result.exit_code == 0, result.output
-    assert "all 12 outputs within their thresholds" in result.output
+    assert "all 16 outputs within their thresholds" in result.output
 
 
 def test_the_runtime_reenacts_with_a_plugin_folder(plugin_build, tiny_checkpoint, parity_faces):

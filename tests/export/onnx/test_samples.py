@@ -9,7 +9,7 @@ from mnt.export.errors import ExportError
 from mnt.export.onnx.samples import faces_from, square_crop
 from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.images import read_image
-from tests.helpers import SHARED_DATA, run_blocking
+from tests.helpers import SHARED_DATA, run_blocking, talking_clip
 
 NON_FACES, TARGETS = SHARED_DATA / "non-faces", SHARED_DATA / "targets"
 needs_data = pytest.mark.skipif(not NON_FACES.exists() or not TARGETS.exists(),
@@ -66,17 +66,12 @@ def test_a_machine_without_mediapipe_builds_from_any_photo_without_a_warning():
     assert "Warning" not in result.stderr
 
 
-def test_videos_alone_never_start_the_face_check(tmp_path, monkeypatch):
-    from fractions import Fraction
-
-    from mnt.runtime.video import VideoWriter
-
-    def started(*args, **kwargs):
-        raise AssertionError("the face check started")
-
-    monkeypatch.setattr("mnt.runtime.landmarkers.mediapipe_mesh.MediaPipeLandmarks", started)
-    writer = VideoWriter(tmp_path / "v.mp4", Fraction(25), 64, 64)
-    for i in range(20):
-        writer.write(np.full((64, 64, 3), i * 10, np.uint8))
-    writer.close()
-    assert len(faces_from([tmp_path], 32)) == 8
+def test_a_video_frame_without_a_face_is_skipped_and_a_video_without_any_refused(checker, tmp_path):
+    # frames 0, 15, ... 75 are sampled: the first three grey, the last three the astronaut
+    mixed = talking_clip(tmp_path / "mixed.mp4", faceless=45, faces=45, size=128)
+    faces = faces_from([mixed], 64)
+    assert len(faces) == 8 and len({f.tobytes() for f in faces}) == 3
+    assert all(f.std() > 20 for f in faces)  # none of the grey frames
+    grey = talking_clip(tmp_path / "grey.mp4", faceless=90, faces=0, size=128)
+    with pytest.raises(ExportError, match="grey.mp4: no human face found in its sampled frames"):
+        faces_from([grey], 64)

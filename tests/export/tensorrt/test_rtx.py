@@ -38,7 +38,8 @@ def test_every_component_gets_an_rtx_engine_for_the_default_gpus(rtx_folder):
     folder, manifest, lines = rtx_folder
     version = tensorrt_version("tensorrt_rtx")
     assert manifest.versions["tensorrt-rtx"] == version
-    for name, info in manifest.components.items():
+    assert set(manifest.components) < set(manifest.all_components)  # the face components too
+    for name, info in manifest.all_components.items():
         engine = info.engines["tensorrt-rtx"]
         assert engine.runtime == "tensorrt-rtx" and engine.tensorrt_version == version
         assert engine.compute_capabilities == ("8.0", "8.6", "8.9", "12.0") and engine.ops == "native"
@@ -52,7 +53,7 @@ def test_a_rebuild_takes_the_cached_engines(rtx_folder):
     folder, manifest, _ = rtx_folder
     lines: list[str] = []
     again = build_engines(folder, RTX, log=lines.append)
-    assert sum("taken from the cache" in line for line in lines) == len(manifest.components)
+    assert sum("taken from the cache" in line for line in lines) == len(manifest.all_components)
     assert again == manifest
 
 
@@ -146,7 +147,7 @@ def test_the_built_in_model_builds_fp16_rtx_engines(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1].startswith("TensorRT-RTX engines for compute capability")
     manifest = load_manifest(out)
-    assert all("tensorrt-rtx" in c.engines for c in manifest.components.values())
+    assert all("tensorrt-rtx" in c.engines for c in manifest.all_components.values())
     inspected = CliRunner().invoke(main, ["inspect", str(out)])
     assert inspected.exit_code == 0
-    assert all(f"{name}.rtx.engine" in inspected.output for name in manifest.components)
+    assert all(f"{name}.rtx.engine" in inspected.output for name in manifest.all_components)
