@@ -6,6 +6,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,9 +42,9 @@ def cache_folder(name: str) -> Path:
     folder = cache_dir() / name
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".probe-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
+        handle, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)  # (unique: threads call too)
+        os.close(handle)
+        os.unlink(probe)
     except OSError as err:
         raise RuntimeStageError(f"cannot write the cache folder {folder}: {err.strerror or err}",
                                 hint="set MNT_CACHE_DIR to a writable folder") from err

@@ -9,16 +9,7 @@ import numpy as np
 
 from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.landmarkers.base import FACES_HINT, Box, Face, LandmarkBackend, check_image, import_optional
-from mnt.runtime.landmarkers.mesh_faces import (  # noqa: F401 - re-exported: the table and the check's figures
-    HUMAN_CHECK_ADJUST,
-    HUMAN_CHECK_MAX_SIDE,
-    HUMAN_CHECK_MIN_OVERLAP,
-    HUMAN_CHECK_UPSAMPLE,
-    HUMAN_SCORE_THRESHOLD,
-    MEDIAPIPE_TO_IBUG68,
-    HumanCheck,
-    pick_face,
-)
+from mnt.runtime.landmarkers.mesh_faces import HUMAN_SCORE_THRESHOLD, HumanCheck, pick_face
 
 
 class MediaPipeLandmarks(LandmarkBackend):

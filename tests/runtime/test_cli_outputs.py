@@ -13,7 +13,14 @@ import pytest
 from skimage import data
 
 from mnt.runtime.video import DecodeError, read_frames, read_timed_frames
-from tests.helpers import console_script, interruptible_popen, run_blocking, sound_by_time, talking_clip
+from tests.helpers import (
+    SHARED_DATA,
+    console_script,
+    interruptible_popen,
+    run_blocking,
+    sound_by_time,
+    talking_clip,
+)
 
 pytest.importorskip("mediapipe")
 pytest.importorskip("dlib")
@@ -167,16 +174,23 @@ def test_a_damaged_target_cache_entry_is_recomputed_and_replaced(artefacts, env,
     shutil.rmtree(tmp_path / "cache")
 
 
-def test_mnt_run_needs_neither_mediapipe_nor_torch(artefacts, targets, tmp_path):
+@pytest.mark.parametrize("clip", ["made here", "d3.mp4"])
+def test_mnt_run_needs_neither_mediapipe_nor_torch(artefacts, targets, tmp_path, clip):
     """The whole command, landmarks included, where mediapipe and torch cannot be imported
     (as on a Jetson, where mediapipe has no wheel): the artefacts' face components run it."""
-    driver = talking_clip(tmp_path / "driver.mp4", faces=5)
+    if clip == "made here":
+        driver = talking_clip(tmp_path / "driver.mp4", faces=5)
+    elif (SHARED_DATA / "driving" / clip).exists():
+        driver = SHARED_DATA / "driving" / clip
+    else:
+        pytest.skip(f"{SHARED_DATA / 'driving'} not present")
     out = tmp_path / "out.mp4"
     code = (
         "import sys\n"
         "from mnt.runtime.cli import main\n"
         f"sys.argv = ['mnt-run', {str(driver)!r}, '--targets', {str(targets)!r}, '--artifacts',\n"
-        f"            {str(artefacts)!r}, '-o', {str(out)!r}, '--landmarks', 'engines']\n"
+        f"            {str(artefacts)!r}, '-o', {str(out)!r}, '--landmarks', 'engines',\n"
+        "            '--max-frames', '5']\n"
         "try:\n"
         "    main()\n"
         "except SystemExit as stop:\n"

@@ -153,7 +153,7 @@ def test_the_default_artefacts_are_built_once_however_many_ask(monkeypatch, tmp_
 
     def say(line):
         said.append(line)
-        if line.startswith("waiting for process"):
+        if line.startswith("waiting for "):  # ("another process" before the holder wrote its PID)
             other_waits.set()
 
     def fake_build(arguments):
@@ -171,7 +171,7 @@ def test_the_default_artefacts_are_built_once_however_many_ask(monkeypatch, tmp_
     for thread in threads:
         thread.join()
     assert len(builds) == 1 and len(folders) == 2 and len(set(folders)) == 1
-    assert sum(line.startswith("waiting for process") for line in said) == 1
+    assert sum(line.startswith("waiting for ") for line in said) == 1
 
 
 def test_an_unwritable_cache_folder_is_named(monkeypatch, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.landmarkers.base import Face, check_image
-from mnt.runtime.landmarkers.mediapipe_mesh import HUMAN_SCORE_THRESHOLD, MEDIAPIPE_TO_IBUG68
+from mnt.runtime.landmarkers.mesh_faces import HUMAN_SCORE_THRESHOLD, MEDIAPIPE_TO_IBUG68
 from mnt.runtime.smoothing import OneEuroFilter
 from tests.helpers import SHARED_DATA
 
