@@ -76,6 +76,10 @@ def _compose(mode: str, result: np.ndarray, crop, backdrop) -> np.ndarray:
               help="Replay SOURCE in real time, as a camera would deliver it: frames the pipeline "
                    "has no time for are dropped (and counted), so latency stays bounded; the "
                    "recording keeps the frames' real times. A camera is always live.")
+@click.option("--no-pipeline", "sequential", is_flag=True,
+              help="Run decoding, landmarks and the generator one after another on one thread "
+                   "instead of as overlapping stages: no frames wait between stages, so latency "
+                   "is one frame's time (on a 2-core CPU at some cost in frames per second).")
 @click.option("--max-size", type=click.IntRange(min=64), default=1920, show_default=True,
               help="paste-back: scale the target photo down to fit this many pixels on its "
                    "longer side (the output video's size).")
@@ -88,7 +92,7 @@ def _compose(mode: str, result: np.ndarray, crop, backdrop) -> np.ndarray:
 def main(source: str | None, targets_dir: Path | None, demo: bool, artifacts: Path | None,
          backend: str, checkpoint: Path | None, output: Path | None, max_frames: int | None, mode: str,
          no_landmark_transformer: bool, landmarks: str, fan_weights: Path | None, live: bool,
-         max_size: int, force: bool, json_out: Path | None) -> None:
+         sequential: bool, max_size: int, force: bool, json_out: Path | None) -> None:
     """Reenact SOURCE (a video file, or a camera index such as 0) with the face in TARGETS.
 
     Example: mnt-run driver.mp4 --targets photos/ -o out.mp4. Try it with no files at
@@ -105,7 +109,8 @@ def main(source: str | None, targets_dir: Path | None, demo: bool, artifacts: Pa
     if json_out is not None and str(json_out) != "-" and not json_out.parent.is_dir():
         raise RuntimeStageError(f"cannot write {json_out}: folder {json_out.parent} does not exist")
     summary = run(source, targets_dir, artifacts, backend, output, max_frames, mode,
-                  not no_landmark_transformer, force, fan_weights, checkpoint, max_size, live, landmarks)
+                  not no_landmark_transformer, force, fan_weights, checkpoint, max_size, live, landmarks,
+                  not sequential)
     if json_out is not None:
         _write_json(json_out, summary)
 
@@ -124,7 +129,7 @@ def _write_json(path: Path, summary: dict) -> None:
 def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, output: Path | None,
         max_frames: int | None, mode: str, transform: bool, force: bool,
         fan_weights: Path | None = None, checkpoint: Path | None = None, max_size: int = 1920,
-        live: bool = False, landmarks: str = "auto") -> dict:
+        live: bool = False, landmarks: str = "auto", pipelined: bool = True) -> dict:
     """Reenact, write the video, print the closing summary; -> that summary's data."""
     from mnt.runtime.align import fit_within
     from mnt.runtime.files import exclusive
@@ -188,7 +193,7 @@ def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, ou
                                        replace=force)
 
                 # (closed before the stream: its stages stop before the stream's states go)
-                with contextlib.closing(reenact(frames, stream, counters=counters)) as items:
+                with contextlib.closing(reenact(frames, stream, pipelined, counters=counters)) as items:
                     writer = _play(items, stream, counters, total, max_frames,
                                    lambda picture: _compose(mode, *picture, backdrop),
                                    None if output is None else open_writer, camera, say)
@@ -198,7 +203,7 @@ def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, ou
             if writer is None and output is not None:
                 raise RuntimeStageError(f"no human face found in any frame of {source}; "
                                         f"{output} was not written")
-    summary = _summary(stream, targets, output, used, counters, time.perf_counter() - playing)
+    summary = _summary(stream, targets, output, used, counters, time.perf_counter() - playing, pipelined)
     for line in _summary_lines(summary):
         say(line)
     return summary
@@ -357,13 +362,13 @@ def _backends_used(model) -> dict[str, str]:
 
 
 def _summary(stream, targets, output: Path | None, backends: dict[str, str], counters,
-             seconds: float) -> dict:
+             seconds: float, pipelined: bool) -> dict:
     t = stream.timings
     return {"frames": counters.frames, "per_frame_ms": {k: round(v, 3) for k, v in t.per_frame_ms().items()},
             "frames_per_second": round(counters.frames / seconds, 2) if seconds > 0 else 0.0,
             "latency_ms": {"median": round(counters.latency_ms(0.5), 1),
                            "p99": round(counters.latency_ms(0.99), 1)},
-            "frames_dropped": counters.dropped,
+            "frames_dropped": counters.dropped, "pipelined": pipelined,
             "frames_without_face": t.frames_without_face, "targets": len(targets.files),
             "target_cache_hit": bool(targets.cache_hit),
             "output": None if output is None else str(output), "backends": backends}
@@ -376,7 +381,8 @@ def _summary_lines(summary: dict) -> list[str]:
              f"{'hit' if summary['target_cache_hit'] else 'miss'}"
              + (f"; {without} frames without a face (leading ones skipped, later ones held the last "
                 "landmarks)" if without else ""),
-             f"end to end: {summary['frames_per_second']:.1f} frames per second (pipelined), latency "
+             f"end to end: {summary['frames_per_second']:.1f} frames per second "
+             f"({'pipelined' if summary['pipelined'] else 'one step after another'}), latency "
              f"{summary['latency_ms']['median']:.0f} ms median, {summary['latency_ms']['p99']:.0f} ms p99"
              + (f"; {summary['frames_dropped']} frames dropped to keep up"
                 if summary["frames_dropped"] else "")]

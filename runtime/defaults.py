@@ -14,6 +14,9 @@ from mnt.runtime.errors import RuntimeStageError
 
 INSTALL_EXPORT_HINT = "install the export side: pip install torch==2.13.0 && pip install 'mnt[export,cpu]'"
 DEFAULT_MODEL = "small-demo.safetensors"  # trained by mnt-export train; see export/pretrained/README.md
+# What the default folder holds, in its name: a folder cached before the face components
+# existed is not reused (it would run its landmarks on mediapipe), but built anew.
+DEFAULT_BUILD = "fp32-faces"
 
 
 def cache_dir() -> Path:
@@ -59,7 +62,8 @@ def default_artifacts(say: Callable[[str], None]) -> Path:
     from mnt.runtime.files import exclusive, sha256_file
 
     checkpoint = default_checkpoint()
-    folder = cache_dir() / "artifacts" / f"default-{checkpoint.stem}-{sha256_file(checkpoint)[:12]}-fp32"
+    name = f"default-{checkpoint.stem}-{sha256_file(checkpoint)[:12]}-{DEFAULT_BUILD}"
+    folder = cache_dir() / "artifacts" / name
     if (folder / "manifest.json").is_file():
         return folder
     cache_folder("artifacts")
