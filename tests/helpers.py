@@ -46,6 +46,12 @@ def console_script(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+def mnt_run(*args, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """The real `mnt-run` command line with `args`, its output captured."""
+    return subprocess.run([console_script("mnt-run"), *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
 def real_faces(size: int = 256) -> list[np.ndarray]:
     """uint8 RGB portraits: the astronaut (scikit-image), then ../shared/data/targets."""
     from skimage import data

@@ -17,6 +17,7 @@ from tests.helpers import (
     SHARED_DATA,
     console_script,
     interruptible_popen,
+    mnt_run,
     run_blocking,
     sound_by_time,
     talking_clip,
@@ -26,27 +27,12 @@ pytest.importorskip("mediapipe")
 pytest.importorskip("dlib")
 
 
-@pytest.fixture(scope="module")
-def artefacts(tiny_artefacts):
-    return tiny_artefacts("fp32")
-
-
-@pytest.fixture()
-def env(tmp_path):
-    return {**os.environ, "MNT_CACHE_DIR": str(tmp_path / "cache")}
-
-
 @pytest.fixture()
 def targets(tmp_path):
     folder = tmp_path / "targets"
     folder.mkdir()
     cv2.imwrite(str(folder / "astronaut.png"), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
     return folder
-
-
-def mnt_run(*args, env):
-    return subprocess.run([console_script("mnt-run"), *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=600)
 
 
 def _error_lines(result):

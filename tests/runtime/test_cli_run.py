@@ -1,7 +1,6 @@
 """mnt-run end to end through the real command line, on the shared media."""
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -14,7 +13,7 @@ import pytest
 
 from mnt.runtime.backends import registry
 from mnt.runtime.video import read_frames
-from tests.helpers import SHARED_DATA, console_script, interruptible_popen
+from tests.helpers import SHARED_DATA, console_script, interruptible_popen, mnt_run
 
 pytest.importorskip("mediapipe")
 pytest.importorskip("dlib")
@@ -24,27 +23,12 @@ if not SHARED_DATA.exists():
 DRIVING, TARGETS, NON_FACES = SHARED_DATA / "driving", SHARED_DATA / "targets", SHARED_DATA / "non-faces"
 
 
-@pytest.fixture(scope="module")
-def artefacts(tiny_artefacts):
-    return tiny_artefacts("fp32")
-
-
-@pytest.fixture()
-def env(tmp_path):
-    return {**os.environ, "MNT_CACHE_DIR": str(tmp_path / "cache")}
-
-
 def _targets(tmp_path, *names):
     folder = tmp_path / "targets"
     folder.mkdir(exist_ok=True)
     for name in names:
         shutil.copy(TARGETS / name, folder / name)
     return folder
-
-
-def mnt_run(*args, env, timeout=600):
-    return subprocess.run([console_script("mnt-run"), *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
 
 
 def _frame_count(path):
