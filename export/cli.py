@@ -264,6 +264,33 @@ def kernels_command(out: Path, force: bool, capability: str | None) -> None:
                f"in {time.perf_counter() - started:.0f} s")
 
 
+@main.command("triton")
+@click.option("--artifacts", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Artefact folder from `mnt-export build` (with its face components).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The model repository to write (tritonserver --model-repository OUT).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "plan"]), default="onnx", show_default=True,
+              help="onnx: Triton's ONNX Runtime backend, any GPU; plan: the folder's TensorRT engines "
+                   "(valid only on their GPU and with their TensorRT version: the NGC image's).")
+@click.option("--kind", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True,
+              help="Where the component models' instances run.")
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Instances of each model (requests they run at once).")
+@options.force("OUT")
+def triton_command(artifacts: Path, out: Path, fmt: str, kind: str, instances: int, force: bool) -> None:
+    """Write a Triton model repository: one model per component and the stateful
+    `mnt_reenact` model (Python backend, sequence batching: each stream's target state,
+    keyed by its correlation ID). Its README.md says how to serve it.
+
+    Example: mnt-export triton --artifacts build/ --out repo/
+    """
+    from mnt.export.triton.repository import write_repository
+
+    models = write_repository(artifacts, out, fmt, f"KIND_{kind.upper()}", instances, force=force,
+                              say=click.echo)
+    click.echo(f"wrote {out}: {len(models)} models ({', '.join(models)}); see {out / 'README.md'}")
+
+
 main.add_command(train)
 main.add_command(evaluate)
 

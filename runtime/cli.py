@@ -17,26 +17,15 @@ import numpy as np
 
 from mnt.runtime import options
 from mnt.runtime.backends import registry
+from mnt.runtime.compose import OUTPUTS
 from mnt.runtime.console import EXIT_CODES_EPILOG, GuardedCommand, json_text
 from mnt.runtime.defaults import cache_folder, default_artifacts, default_checkpoint
 from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.landmarkers import CHOICES as LANDMARKS
 
-OUTPUTS = ("face", "side-by-side", "paste-back")
 # Containers that take VideoWriter's libx264 stream (.webm and .gif refuse it; without a
 # suffix FFmpeg cannot pick a format).
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
-
-
-def _compose(mode: str, result: np.ndarray, crop, backdrop) -> np.ndarray:
-    """`backdrop`: (photo, its crop) for paste-back."""
-    if mode == "face":
-        return result
-    if mode == "side-by-side":
-        return np.concatenate([crop.image, result], axis=1)
-    from mnt.runtime.align import paste_back
-
-    return paste_back(backdrop[0], result, backdrop[1])
 
 
 @click.command(name="mnt-run", cls=GuardedCommand, context_settings={"help_option_names": ["-h", "--help"]},
@@ -83,6 +72,10 @@ def _compose(mode: str, result: np.ndarray, crop, backdrop) -> np.ndarray:
 @click.option("--max-size", type=click.IntRange(min=64), default=1920, show_default=True,
               help="paste-back: scale the target photo down to fit this many pixels on its "
                    "longer side (the output video's size).")
+@click.option("--server", metavar="URL",
+              help="Reenact on a server (mnt-serve, or NVIDIA's Triton with the repository of "
+                   "`mnt-export triton`): grpc://HOST:PORT or http://HOST:PORT. The server's "
+                   "model, backend and landmarks are used; only video in and out stay here.")
 @options.force("the output video")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
               help="Also write the closing summary (frames, per-frame times, backends) as JSON to "
@@ -92,7 +85,7 @@ def _compose(mode: str, result: np.ndarray, crop, backdrop) -> np.ndarray:
 def main(source: str | None, targets_dir: Path | None, demo: bool, artifacts: Path | None,
          backend: str, checkpoint: Path | None, output: Path | None, max_frames: int | None, mode: str,
          no_landmark_transformer: bool, landmarks: str, fan_weights: Path | None, live: bool,
-         sequential: bool, max_size: int, force: bool, json_out: Path | None) -> None:
+         sequential: bool, max_size: int, server: str | None, force: bool, json_out: Path | None) -> None:
     """Reenact SOURCE (a video file, or a camera index such as 0) with the face in TARGETS.
 
     Example: mnt-run driver.mp4 --targets photos/ -o out.mp4. Try it with no files at
@@ -106,13 +99,28 @@ def main(source: str | None, targets_dir: Path | None, demo: bool, artifacts: Pa
     if source is None or targets_dir is None:
         raise RuntimeStageError("give a driver video (or camera index) and --targets DIR",
                                 hint="or try `mnt-run --demo -o demo.mp4`")
+    if server is not None:
+        _check_remote(artifacts, backend, checkpoint, no_landmark_transformer, landmarks, fan_weights)
     if json_out is not None and str(json_out) != "-" and not json_out.parent.is_dir():
         raise RuntimeStageError(f"cannot write {json_out}: folder {json_out.parent} does not exist")
     summary = run(source, targets_dir, artifacts, backend, output, max_frames, mode,
                   not no_landmark_transformer, force, fan_weights, checkpoint, max_size, live, landmarks,
-                  not sequential)
+                  not sequential, server)
     if json_out is not None:
         _write_json(json_out, summary)
+
+
+def _check_remote(artifacts: Path | None, backend: str, checkpoint: Path | None, no_transformer: bool,
+                  landmarks: str, fan_weights: Path | None) -> None:
+    """Options that choose the model or how it runs belong to the server."""
+    given = [name for name, value in (("--artifacts", artifacts), ("--backend", backend != "auto"),
+                                      ("--checkpoint", checkpoint),
+                                      ("--no-landmark-transformer", no_transformer),
+                                      ("--landmarks", landmarks != "auto"), ("--fan-weights", fan_weights))
+             if value]
+    if given:
+        raise RuntimeStageError(f"{', '.join(given)} cannot be used with --server: the server's "
+                                "model runs the frames", hint="give them to mnt-serve instead")
 
 
 def _write_json(path: Path, summary: dict) -> None:
@@ -129,9 +137,11 @@ def _write_json(path: Path, summary: dict) -> None:
 def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, output: Path | None,
         max_frames: int | None, mode: str, transform: bool, force: bool,
         fan_weights: Path | None = None, checkpoint: Path | None = None, max_size: int = 1920,
-        live: bool = False, landmarks: str = "auto", pipelined: bool = True) -> dict:
+        live: bool = False, landmarks: str = "auto", pipelined: bool = True,
+        server: str | None = None) -> dict:
     """Reenact, write the video, print the closing summary; -> that summary's data."""
-    from mnt.runtime.align import fit_within
+    from mnt.runtime.compose import backdrop as canvas_of
+    from mnt.runtime.compose import compose
     from mnt.runtime.files import exclusive
     from mnt.runtime.landmarkers import landmark_backend
     from mnt.runtime.landmarkers.fan import check_weights, weights_folder
@@ -161,15 +171,24 @@ def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, ou
         check_weights(fan)
     # Held until the video is written: a second run to the same -o stops here, at once.
     lock = exclusive(output, RuntimeStageError) if output is not None else contextlib.nullcontext()
-    with lock:
-        folder = artifacts or default_artifacts(say)
-        if artifacts is None and checkpoint is None:
-            checkpoint = default_checkpoint()
+    with lock, contextlib.ExitStack() as resources:
         started = time.perf_counter()
-        from mnt.runtime.reenactor import Reenactor
+        if server is not None:
+            from mnt.runtime.serve.client import remote_driver
 
-        extra = {"checkpoint": checkpoint} if backend == "torch" else {}
-        with Reenactor(folder, backend=backend, **extra) as model:
+            stream, targets = remote_driver(server, targets_dir, say)
+            resources.callback(stream.close)
+            used = {"all": f"server {server}"}
+            say(f"targets: {len(targets.files)} photo(s), encoded by the server in "
+                f"{time.perf_counter() - started:.1f} s")
+        else:
+            folder = artifacts or default_artifacts(say)
+            if artifacts is None and checkpoint is None:
+                checkpoint = default_checkpoint()
+            from mnt.runtime.reenactor import Reenactor
+
+            extra = {"checkpoint": checkpoint} if backend == "torch" else {}
+            model = resources.enter_context(Reenactor(folder, backend=backend, **extra))
             used = _backends_used(model)
             faces = {"artifacts": folder, "backend": backend, "landmarks": landmarks}
             with landmark_backend(True, fan_weights, **faces) as photos:
@@ -177,32 +196,31 @@ def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, ou
             encoding = ("taken from the cache" if targets.cache_hit
                         else f"computed in {time.perf_counter() - started:.1f} s")
             say(f"targets: {len(targets.files)} photo(s), encoding {encoding}")
-            tracker = landmark_backend(False, fan_weights, **faces)
+            tracker = resources.enter_context(landmark_backend(False, fan_weights, **faces))
+            # (closed before the tracker and the model: its stages stop before its states go)
             stream = DriverStream(model, targets, tracker, float(frames.rate), transform)
-            backdrop = fit_within(targets.photo, targets.crops[0], max_size) if mode == "paste-back" else None
-            count = frames.count
-            total = min(count, max_frames) if count and max_frames else (count or max_frames or 0)
-            # A live recording keeps its frames' real times to the millisecond (frames are
-            # dropped when behind); a file's keep their slots at its rate.
-            slots = Fraction(1000) if frames.live else frames.rate
-            counters = Counters()
-            playing = time.perf_counter()
-            try:
-                def open_writer(shape: tuple[int, ...]) -> VideoWriter:
-                    return VideoWriter(output, slots, shape[1], shape[0], audio_from=frames.audio_from,
-                                       replace=force)
+            resources.callback(stream.close)
+        backdrop = canvas_of(targets.photo, targets.crops[0], max_size) if mode == "paste-back" else None
+        count = frames.count
+        total = min(count, max_frames) if count and max_frames else (count or max_frames or 0)
+        # A live recording keeps its frames' real times to the millisecond (frames are
+        # dropped when behind); a file's keep their slots at its rate.
+        slots = Fraction(1000) if frames.live else frames.rate
+        counters = Counters()
+        playing = time.perf_counter()
 
-                # (closed before the stream: its stages stop before the stream's states go)
-                with contextlib.closing(reenact(frames, stream, pipelined, counters=counters)) as items:
-                    writer = _play(items, stream, counters, total, max_frames,
-                                   lambda picture: _compose(mode, *picture, backdrop),
-                                   None if output is None else open_writer, camera, say)
-            finally:
-                stream.close()
-                tracker.close()
-            if writer is None and output is not None:
-                raise RuntimeStageError(f"no human face found in any frame of {source}; "
-                                        f"{output} was not written")
+        def open_writer(shape: tuple[int, ...]) -> VideoWriter:
+            return VideoWriter(output, slots, shape[1], shape[0], audio_from=frames.audio_from,
+                               replace=force)
+
+        # (closed before the stream: its stages stop before the stream's states go)
+        with contextlib.closing(reenact(frames, stream, pipelined, counters=counters)) as items:
+            writer = _play(items, stream, counters, total, max_frames,
+                           lambda picture: compose(mode, *picture, backdrop),
+                           None if output is None else open_writer, camera, say)
+        if writer is None and output is not None:
+            raise RuntimeStageError(f"no human face found in any frame of {source}; "
+                                    f"{output} was not written")
     summary = _summary(stream, targets, output, used, counters, time.perf_counter() - playing, pipelined)
     for line in _summary_lines(summary):
         say(line)

@@ -62,14 +62,20 @@ def _photo(module: str) -> np.ndarray:
                                 hint="pip install 'mnt[export,faces]'") from err
 
 
-def demo_inputs(folder: Path) -> tuple[Path, Path]:
-    """Write (once) the demo's driver video and targets folder under `folder`."""
-    video, targets = folder / "hopper-talking.mp4", folder / "targets"
+def demo_targets(folder: Path) -> Path:
+    """Write (once) the demo's targets folder, the astronaut photo, under `folder`."""
+    targets = folder / "targets"
     if not (targets / "astronaut.png").is_file():
         targets.mkdir(parents=True, exist_ok=True)
         _, png = cv2.imencode(".png", cv2.cvtColor(_photo("skimage"), cv2.COLOR_RGB2BGR))
         with atomic_path(targets / "astronaut.png") as temporary:  # (never half a photo)
             temporary.write_bytes(png.tobytes())
+    return targets
+
+
+def demo_inputs(folder: Path) -> tuple[Path, Path]:
+    """Write (once) the demo's driver video and targets folder under `folder`."""
+    video, targets = folder / "hopper-talking.mp4", demo_targets(folder)
     if not video.is_file():
         photo = _photo("matplotlib")
         h, w = photo.shape[:2]

@@ -40,8 +40,12 @@ MIN_PHOTO_SIDE = 32  # below this no face detector finds anything
 
 def load_targets(folder: str | Path, model: Reenactor, landmarker: LandmarkBackend,
                  cache: str | Path | None, say: Callable[[str], None]) -> Targets:
-    folder = Path(folder)
-    cache = Path(cache) if cache is not None else None
+    photos = read_photos(Path(folder), model.target_range[1], say)
+    return encode_photos(photos, model, landmarker, Path(cache) if cache is not None else None, say)
+
+
+def read_photos(folder: Path, most: int, say: Callable[[str], None]) -> list[tuple[Path, np.ndarray]]:
+    """Up to `most` readable photos of `folder` (name order), decoded and checked."""
     if not folder.is_dir():
         raise RuntimeStageError(f"targets folder {folder} does not exist")
     candidates = _candidates(folder, say)
@@ -50,7 +54,6 @@ def load_targets(folder: str | Path, model: Reenactor, landmarker: LandmarkBacke
         raise RuntimeStageError(f"targets folder {folder} {what}",
                                 hint="put 1 to 8 photos of one person in it")
     photos: list[tuple[Path, np.ndarray]] = []
-    most = model.target_range[1]
     for index, path in enumerate(candidates):
         if len(photos) == most:  # the rest are never decoded
             unused = ", ".join(p.name for p in candidates[index:])
@@ -61,12 +64,23 @@ def load_targets(folder: str | Path, model: Reenactor, landmarker: LandmarkBacke
         if image is None:
             say(f"warning: skipping {path.name}: not a readable image (damaged, cut short or not a photo)")
             continue
-        if min(image.shape[:2]) < MIN_PHOTO_SIDE:
-            raise RuntimeStageError(f"{path}: {image.shape[1]}x{image.shape[0]} pixels is too small to show "
-                                    "a face", hint="use a photo showing one person's face, roughly frontal")
-        photos.append((path, _within(image, MAX_PHOTO_SIDE)))
+        photos.append((path, checked_photo(path, image)))
     if not photos:
         raise RuntimeStageError(f"no readable photos in {folder}")
+    return photos
+
+
+def checked_photo(name: Path | str, image: np.ndarray) -> np.ndarray:
+    """A decoded target photo, refused when too small, scaled to MAX_PHOTO_SIDE at most."""
+    if min(image.shape[:2]) < MIN_PHOTO_SIDE:
+        raise RuntimeStageError(f"{name}: {image.shape[1]}x{image.shape[0]} pixels is too small to show "
+                                "a face", hint="use a photo showing one person's face, roughly frontal")
+    return _within(image, MAX_PHOTO_SIDE)
+
+
+def encode_photos(photos: list[tuple[Path, np.ndarray]], model: Reenactor, landmarker: LandmarkBackend,
+                  cache: Path | None, say: Callable[[str], None]) -> Targets:
+    """Decoded photos (name, uint8 RGB) -> found, aligned and encoded targets."""
     reference = template(model.stats, model.size)
     crops = []
     for path, image in photos:

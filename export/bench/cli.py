@@ -102,6 +102,15 @@ def _photos(folder: Path):
               help="Driver video; default: the built-in demo driver.")
 @click.option("--photos", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of target photos (reused to make K of them); default: the demo target.")
+@click.option("--server", metavar="URL",
+              help="Load-test the server at URL (mnt-serve's grpc://HOST:PORT or http://HOST:PORT) "
+                   "instead: --streams concurrent streams (default 1,2,4,8), --frames frames each "
+                   "from --clips, beside the same streams on --artifacts in this process (the "
+                   "folder the server serves; no checkpoint needed).")
+@click.option("--clips", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="--server: folder of driver videos, one per stream in turn; default: --video.")
+@click.option("--limit", "limit_s", type=click.FloatRange(min=1), default=120, show_default=True,
+              help="--server: seconds per row at most; frames not sent by then are counted.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for every backend and "
               "PyTorch alike; default: the cores this process may use.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
@@ -112,23 +121,49 @@ def _photos(folder: Path):
 @options.version("mnt-bench")
 def main(artifacts: Path | None, checkpoint: Path | None, backends: str | None, ks: tuple[int, ...],
          frames: int, warmup: int, stream_counts: tuple[int, ...], video: Path | None,
-         photos: Path | None, threads: int | None, json_out: Path | None, markdown_out: Path | None) -> None:
+         photos: Path | None, server: str | None, clips: Path | None, limit_s: float, threads: int | None,
+         json_out: Path | None, markdown_out: Path | None) -> None:
     """Time each component and the end-to-end frame on every backend, interleaved with
     PyTorch eager FP32 from the same checkpoint; print the table (and write JSON/markdown).
 
     Example: mnt-bench --artifacts build/ --checkpoint model.safetensors --json bench.json
     """
-    data = run(artifacts, checkpoint, backends, ks, frames, warmup, video, photos, threads, stream_counts)
-    from mnt.export.bench.report import markdown
     from mnt.runtime.files import atomic_path
 
-    table = markdown(data)
+    data: dict | list
+    if server is not None:
+        from mnt.export.bench.serve import markdown as serve_markdown
+
+        data = load(server, artifacts, stream_counts or (1, 2, 4, 8), frames, video, clips, photos, limit_s)
+        table = serve_markdown(data)
+    else:
+        from mnt.export.bench.report import markdown
+
+        data = run(artifacts, checkpoint, backends, ks, frames, warmup, video, photos, threads, stream_counts)
+        table = markdown(data)
     click.echo(table)
     for path, text in ((json_out, json.dumps(data, indent=2) + "\n"), (markdown_out, table)):
         if path is not None:
             with atomic_path(path) as temporary:
                 temporary.write_text(text)
             click.echo(f"wrote {path}", err=True)
+
+
+def load(server: str, artifacts: Path | None, counts: tuple[int, ...], frames: int, video: Path | None,
+         clips: Path | None, photos: Path | None, limit_s: float) -> list[dict]:
+    from mnt.export.bench.serve import clip_frames, load_test
+    from mnt.runtime.defaults import cache_dir, default_artifacts
+    from mnt.runtime.demo import demo_inputs
+    from mnt.runtime.serve.client import encoded
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    demo_video, demo_photos = demo_inputs(cache_dir() / "demo")
+    drivers = sorted(p for p in clips.iterdir() if p.is_file()) if clips else [video or demo_video]
+    photo_bytes = [encoded(image) for image in _photos(photos or demo_photos)][:1]
+    return load_test(server, artifacts or default_artifacts(say), clip_frames(drivers, frames), photo_bytes,
+                     counts, limit_s, say)
 
 
 def run(artifacts: Path | None, checkpoint: Path | None, backends: str | None, ks: tuple[int, ...],

@@ -1,19 +1,26 @@
 """Training data from talking-head videos, made by the runtime's own code: mediapipe
 landmarks (`mnt.runtime.landmarkers.mediapipe_mesh`), target crops fitted per frame and driver crops that
 follow the head as `mnt-run` makes them (`mnt.runtime.align`), the supplement's
-rasterised landmarks. Each clip gives one identity; the last `holdout` of every clip is
-held back for evaluation.
+rasterised landmarks. Two layouts: one folder of clips, one person each, or VoxCeleb's
+identity folders (holding video folders holding clips, or clips directly), whose training
+pairs may mix clips of one identity. The last `holdout` of every clip is held back for
+evaluation.
 
-Cached on disk in two steps: landmarks per video (the slow part, keyed by the video's
-sha256), then crops per video at one size and one set of landmark statistics.
+Cached on disk in two steps, one file per clip, written as each finishes (so a stopped
+preparation resumes): landmarks (the slow part, keyed by the video's sha256), then crops
+at one size and one set of landmark statistics. Both steps run in worker processes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -32,11 +39,19 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
 MIN_FRAMES = 8  # a clip needs this many frames with a face on each side of the split
 
 
+@dataclass(frozen=True)
+class Video:
+    path: Path
+    identity: str  # the person: the clip's own name in a flat folder
+    name: str  # unique within the folder: identity/video/clip in VoxCeleb's layout
+
+
 @dataclass
 class Clip:
     """One video's usable frames (those with a face), in both crops."""
 
     name: str
+    identity: str
     frames: np.ndarray  # (T,) frame indices in the video
     split: int  # frames[i] < split are for training, the rest held back
     target_images: np.ndarray  # (T, S, S, 3) uint8: per-frame fitted crops, as targets get
@@ -65,6 +80,22 @@ class Dataset:
     clips: list[Clip]
     stats: LandmarkStats
     size: int
+    identities: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.identities = sorted({c.identity for c in self.clips})
+
+    def identity_index(self, clip: int) -> int:
+        return self.identities.index(self.clips[clip].identity)
+
+    @cached_property
+    def training_frames(self) -> list[np.ndarray]:
+        """Per identity, (N, 2) (clip index, frame index) of all its clips' training frames."""
+        rows: dict[str, list[np.ndarray]] = {i: [] for i in self.identities}
+        for c, clip in enumerate(self.clips):
+            train = clip.train
+            rows[clip.identity].append(np.stack([np.full(len(train), c), train], axis=1))
+        return [np.concatenate(rows[i]) for i in self.identities]
 
     def coefficients(self, clip: Clip) -> np.ndarray:
         """Normalised expression coefficients of every frame of `clip` (its identity from
@@ -73,27 +104,45 @@ class Dataset:
         return coefficients(self.stats, clip.target_landmarks, ident)
 
 
-def find_videos(folder: Path) -> list[Path]:
+def _is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES and path.is_file()
+
+
+def find_videos(folder: Path) -> list[Video]:
+    """Clips directly in `folder` (one person each), or else VoxCeleb's layout: every
+    subfolder is an identity, its clips in video folders below it or directly in it."""
     if not folder.is_dir():
         raise ExportError(f"videos folder {folder} does not exist",
-                          hint="give a folder of talking-head clips, one person per clip")
-    videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
-    if len(videos) < 2:
-        raise ExportError(f"{folder} holds {len(videos)} video(s); training needs at least 2 "
-                          f"({', '.join(sorted(VIDEO_SUFFIXES))})")
+                          hint="give a folder of talking-head clips, one person per clip, or "
+                               "identity folders holding video folders holding clips (VoxCeleb)")
+    flat = sorted(p for p in folder.iterdir() if _is_video(p))
+    if flat:
+        videos = [Video(p, p.stem, p.stem) for p in flat]
+    else:
+        videos = [Video(p, person.name, p.relative_to(folder).with_suffix("").as_posix())
+                  for person in sorted(d for d in folder.iterdir() if d.is_dir())
+                  for p in sorted(person.rglob("*")) if _is_video(p)]
+    if len(videos) < 2 or len({v.identity for v in videos}) < 2:
+        raise ExportError(f"{folder} holds {len(videos)} video(s) of {len({v.identity for v in videos})} "
+                          f"people; training needs at least 2 people "
+                          f"({', '.join(sorted(VIDEO_SUFFIXES))})",
+                          hint="give clips directly in the folder, or identity folders of clips")
     return videos
 
 
-def _landmarks(video: Path, key: str, cache: Path, say: Callable[[str], None]
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """(T, 68, 3) landmarks in frame pixels and (T,) whether a face was found, cached."""
+def _video_key(video: Path) -> str:
+    return f"{video.stem}-{sha256_file(video)[:16]}"  # hashed once: both caches use it
+
+
+def _find_landmarks(video: Path, cache: Path) -> tuple[str, bool]:
+    """Worker: (T, 68, 3) landmarks in frame pixels and (T,) whether a face was found,
+    into cache/KEY.npz. -> (KEY, whether it had to be computed)."""
     from mnt.runtime.landmarkers.mediapipe_mesh import MediaPipeLandmarks
 
+    key = _video_key(video)
     cached = cache / f"{key}.npz"
     if cached.is_file():
-        with np.load(cached) as data:
-            return data["landmarks"], data["found"]
-    say(f"  finding faces in {video.name}")
+        return key, False
     points, found = [], []
     with MediaPipeLandmarks(static_image_mode=False) as faces:
         for frame in read_frames(video):
@@ -101,15 +150,19 @@ def _landmarks(video: Path, key: str, cache: Path, say: Callable[[str], None]
             face = faces.detect(frame, human_check=not found or not found[-1])
             found.append(face is not None)
             points.append(face.landmarks if face is not None else np.full((68, 3), np.nan))
-    landmarks, found_array = np.asarray(points, np.float64), np.asarray(found, bool)
     cache.mkdir(parents=True, exist_ok=True)
     with atomic_path(cached) as temporary, open(temporary, "wb") as handle:
-        np.savez(handle, landmarks=landmarks, found=found_array)
-    return landmarks, found_array
+        np.savez(handle, landmarks=np.asarray(points, np.float64), found=np.asarray(found, bool))
+    return key, True
 
 
-def _crops(video: Path, landmarks: np.ndarray, found: np.ndarray, stats: LandmarkStats,
-           size: int) -> dict[str, np.ndarray]:
+def _crop(video: Path, landmarks_file: Path, stats: LandmarkStats, size: int, cached: Path
+          ) -> tuple[Path, bool]:
+    """Worker: both crops of every frame with a face into `cached`; -> (it, whether computed)."""
+    if cached.is_file():
+        return cached, False
+    with np.load(landmarks_file) as data:
+        landmarks, found = data["landmarks"], data["found"]
     reference = template(stats, size)
     tracker = CropTracker(reference, size)
     arrays: dict[str, list[np.ndarray]] = {k: [] for k in (
@@ -126,7 +179,41 @@ def _crops(video: Path, landmarks: np.ndarray, found: np.ndarray, stats: Landmar
                            ("driver_landmarks", driver.landmarks), ("driver_matrices", driver.matrix),
                            ("target_matrices", target.matrix)):
             arrays[key].append(np.asarray(value))
-    return {k: np.stack(v) for k, v in arrays.items()}
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cached) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, **{k: np.stack(v) for k, v in arrays.items()})
+    return cached, True
+
+
+def _in_workers(what: str, job: Callable, calls: list[tuple], names: list[str], workers: int,
+                say: Callable[[str], None]) -> list:
+    """job(*call) -> (result, whether it had work to do) for every call (its first argument
+    the video), in `workers` processes (spawned: mediapipe's and torch's threads do not
+    survive a fork), with a progress line per clip that had work. -> results in order."""
+    results: list = [None] * len(calls)
+    started, done = time.perf_counter(), 0
+
+    def finish(index: int, run: Callable[[], tuple]) -> None:
+        nonlocal done
+        try:
+            results[index], worked = run()
+        except RuntimeStageError as err:
+            raise ExportError(f"cannot prepare {calls[index][0]}: {err}",
+                              hint="remove or re-encode the video") from err
+        done += 1
+        if worked:
+            say(f"  {what} {done}/{len(calls)}: {names[index]} ({time.perf_counter() - started:.0f} s)")
+
+    if workers <= 1 or len(calls) <= 1:
+        for index, call in enumerate(calls):
+            finish(index, lambda call=call: job(*call))
+        return results
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(calls)), mp_context=spawn) as pool:
+        futures = {pool.submit(job, *call): index for index, call in enumerate(calls)}
+        for future in as_completed(futures):
+            finish(futures[future], future.result)
+    return results
 
 
 def _stats_key(stats: LandmarkStats) -> str:
@@ -136,43 +223,41 @@ def _stats_key(stats: LandmarkStats) -> str:
     return digest.hexdigest()[:12]
 
 
-def prepare(videos: list[Path], cache: Path, size: int, holdout: float = 0.2,
-            stats: LandmarkStats | None = None, say: Callable[[str], None] = print) -> Dataset:
+def prepare(videos: list[Video], cache: Path, size: int, holdout: float = 0.2,
+            stats: LandmarkStats | None = None, say: Callable[[str], None] = print,
+            workers: int = 1) -> Dataset:
     """Landmarks, statistics (fitted on the training frames unless given) and crops."""
     if not 0.0 < holdout < 1.0:
         raise ExportError(f"holdout must be between 0 and 1, got {holdout}")
+    names = [v.name for v in videos]
+    found_in = cache / "landmarks"
+    keys = _in_workers("finding faces", _find_landmarks, [(v.path, found_in) for v in videos], names,
+                       workers, say)
     detected = []
-    for video in videos:
-        try:
-            key = f"{video.stem}-{sha256_file(video)[:16]}"  # hashed once: both caches use it
-            landmarks, found = _landmarks(video, key, cache / "landmarks", say)
-        except RuntimeStageError as err:
-            raise ExportError(f"cannot prepare {video}: {err}",
-                              hint="remove or re-encode the video") from err
+    for video, key in zip(videos, keys, strict=True):
+        with np.load(found_in / f"{key}.npz") as data:
+            landmarks, found = data["landmarks"], data["found"]
         split = int(round(len(found) * (1.0 - holdout)))
         train, held = found[:split].sum(), found[split:].sum()
         if min(train, held) < MIN_FRAMES:
-            raise ExportError(f"{video.name}: a face in {train} frames before the split and {held} "
+            raise ExportError(f"{video.path.name}: a face in {train} frames before the split and {held} "
                               f"after; training needs {MIN_FRAMES} on each side",
                               hint="use a longer clip that shows one face throughout")
-        detected.append((video, key, landmarks, found, split))
+        detected.append((landmarks, found, split))
     if stats is None:
-        stats = fit_stats([lm[:split][f[:split]] for _, _, lm, f, split in detected])
+        stats = fit_stats([lm[:split][f[:split]] for lm, f, split in detected])
     folder = cache / f"crops-{size}-{_stats_key(stats)}"
+    _in_workers(f"cropping at {size}x{size}", _crop,
+                [(v.path, found_in / f"{key}.npz", stats, size, folder / f"{key}.npz")
+                 for v, key in zip(videos, keys, strict=True)], names, workers, say)
     clips = []
-    for video, key, landmarks, found, split in detected:
-        cached = folder / f"{key}.npz"
-        if not cached.is_file():
-            say(f"  cropping {video.name} at {size}x{size}")
-            arrays = _crops(video, landmarks, found, stats, size)
-            folder.mkdir(parents=True, exist_ok=True)
-            with atomic_path(cached) as temporary, open(temporary, "wb") as handle:
-                np.savez(handle, **arrays)
-        with np.load(cached) as data:
-            clips.append(Clip(name=video.stem, split=split, **{k: data[k] for k in data.files}))
+    for video, key, (_, _, split) in zip(videos, keys, detected, strict=True):
+        with np.load(folder / f"{key}.npz") as data:
+            clips.append(Clip(name=video.name, identity=video.identity, split=split,
+                              **{k: data[k] for k in data.files}))
     with atomic_path(cache / "sources.json") as temporary:
         temporary.write_text(json.dumps(
-            {"videos": [str(v) for v in videos], "holdout": holdout, "size": size}, indent=1))
+            {"videos": [str(v.path) for v in videos], "holdout": holdout, "size": size}, indent=1))
     return Dataset(clips, stats, size)
 
 
@@ -196,36 +281,40 @@ class Batch:
     identity: np.ndarray  # (B,) clip index
 
 
-def make_batch(dataset: Dataset, picks: list[tuple[int, int, list[int]]]) -> Batch:
-    """picks: (clip index, driver frame, target frames) per sample (indices into the clip)."""
+Frame = tuple[int, int]  # (clip index, frame index in the clip)
+Pick = tuple[Frame, list[Frame]]  # a driver frame and K target frames
+
+
+def make_batch(dataset: Dataset, picks: list[Pick]) -> Batch:
     s = dataset.size
     rows = []
-    for c, d, ts in picks:
+    for (c, d), targets in picks:
         clip = dataset.clips[c]
         rows.append((
             to_model_input(clip.driver_images[d]),
             to_model_input(rasterize(clip.driver_landmarks[d], s)),
-            np.stack([to_model_input(clip.target_images[t]) for t in ts]),
-            np.stack([to_model_input(rasterize(clip.target_landmarks[t], s)) for t in ts]),
+            np.stack([to_model_input(dataset.clips[tc].target_images[t]) for tc, t in targets]),
+            np.stack([to_model_input(rasterize(dataset.clips[tc].target_landmarks[t], s))
+                      for tc, t in targets]),
             face_mask(clip.driver_landmarks[d], s)[None],
         ))
     return Batch(*(np.stack(column) for column in zip(*rows, strict=True)),
-                 identity=np.array([c for c, _, _ in picks], np.int64))
+                 identity=np.array([dataset.identity_index(c) for (c, _), _ in picks], np.int64))
 
 
-def training_picks(dataset: Dataset, rng: np.random.Generator, batch: int, k: int
-                   ) -> list[tuple[int, int, list[int]]]:
-    """Self-reenactment pairs: a clip (uniformly: one identity as likely as another), a
-    driver frame and K other target frames, all from the clip's training part."""
+def same_clip(clip: int, driver: int, targets: list[int]) -> Pick:
+    return (clip, driver), [(clip, t) for t in targets]
+
+
+def training_picks(dataset: Dataset, rng: np.random.Generator, batch: int, k: int) -> list[Pick]:
+    """Self-reenactment pairs: an identity (uniformly: one person as likely as another), a
+    driver frame and K other target frames from the training parts of its clips (in
+    VoxCeleb's layout, targets may come from other clips of the same person)."""
     picks = []
     for _ in range(batch):
-        c = int(rng.integers(len(dataset.clips)))
-        train = dataset.clips[c].train
-        d = int(rng.choice(train))
-        others = train[train != d]
-        picks.append((c, d, [int(t) for t in rng.choice(others, size=k, replace=len(others) < k)]))
+        frames = dataset.training_frames[int(rng.integers(len(dataset.identities)))]
+        d = int(rng.integers(len(frames)))
+        others = np.delete(frames, d, axis=0)
+        chosen = others[rng.choice(len(others), size=k, replace=len(others) < k)]
+        picks.append(((int(frames[d, 0]), int(frames[d, 1])), [(int(c), int(t)) for c, t in chosen]))
     return picks
-
-
-def sample_training(dataset: Dataset, rng: np.random.Generator, batch: int, k: int) -> Batch:
-    return make_batch(dataset, training_picks(dataset, rng, batch, k))

@@ -31,10 +31,13 @@ def feature_matching(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torc
 
 
 def _weighted_l1(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean |a - b| with the face (mask, resized to a's size) weighted FACE_WEIGHT times."""
+    """Mean |a - b| with the face (mask, resized to a's size) weighted FACE_WEIGHT times,
+    normalised per sample, then averaged over the batch: so a batch split over processes
+    gives the same mean (a batch-wide normaliser would not)."""
     mask = F.interpolate(mask, size=a.shape[-2:], mode="area") if mask.shape[-2:] != a.shape[-2:] else mask
     weight = 1.0 + (FACE_WEIGHT - 1.0) * mask
-    return ((a - b).abs() * weight).mean() / weight.mean()
+    per_sample = ((a - b).abs() * weight).flatten(1).mean(1) / weight.flatten(1).mean(1)
+    return per_sample.mean()
 
 
 def pixel(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ STATE_FILE = "train_state.safetensors"
 
 def _flatten_optimizer(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], Any]:
     state = optimizer.state_dict()
-    tensors = {f"{prefix}.{index}.{name}": value.detach().clone().contiguous()
+    tensors = {f"{prefix}.{index}.{name}": value.detach().cpu().clone().contiguous()
                for index, entries in state["state"].items() for name, value in entries.items()}
     return tensors, state["param_groups"]
 
@@ -37,7 +37,7 @@ def _unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], groups: 
 def save_state(path: Path, modules: dict[str, torch.nn.Module],
                optimizers: dict[str, torch.optim.Optimizer], extra: dict[str, torch.Tensor],
                header: dict[str, Any]) -> None:
-    tensors = {f"{name}.{k}": v.detach().contiguous() for name, module in modules.items()
+    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, module in modules.items()
                for k, v in module.state_dict().items()}
     groups = {}
     for name, optimizer in optimizers.items():

@@ -1,10 +1,10 @@
 """The training run: landmark disentangler first (supplement B), then the generator and
 the discriminator adversarially (supplement A4). Resumable from the run folder; writes a
-project-format checkpoint, a loss log and sample images as it goes."""
+project-format checkpoint, a loss log and sample images as it goes (rank 0 of a
+distributed run; every rank draws the same global batch and trains on its share)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,14 +20,16 @@ from mnt.export.model.config import PRESETS
 from mnt.export.model.disentangler import LandmarkDisentangler
 from mnt.export.model.marionette import MarioNETte
 from mnt.export.train import losses
-from mnt.export.train.dataset import Batch, Dataset, make_batch, sample_training
+from mnt.export.train.dataset import Batch, Dataset, make_batch, same_clip, training_picks
 from mnt.export.train.discriminator import Discriminator
+from mnt.export.train.distributed import Context
+from mnt.export.train.runlog import RunLog, trim
 from mnt.export.train.state import STATE_FILE, load_state, save_state
 from mnt.runtime.files import atomic_path
 from mnt.runtime.landmarks import LandmarkStats, normalize
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
-LOG_FILE = "losses.jsonl"
+CPU = Context(torch.device("cpu"))
 
 
 @dataclass(frozen=True)
@@ -47,24 +49,23 @@ class Settings:
     disentangler_batch: int = 32
     lr_disentangler: float = 3e-4
     seed: int = 0
+    init: str = ""  # the checkpoint a run started from (its weights), if any
 
     def run_key(self) -> dict[str, object]:
         """What must match to resume a run (the step count may grow)."""
         return {k: v for k, v in asdict(self).items() if k != "steps"}
 
 
-def _tensors(batch: Batch) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v) for k, v in vars(batch).items()}
+def _tensors(batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v).to(device) for k, v in vars(batch).items()}
 
 
-def fit_disentangler(dataset: Dataset, settings: Settings,
-                     say: Callable[[str], None]) -> LandmarkDisentangler:
+def fit_disentangler(model: LandmarkDisentangler, dataset: Dataset, settings: Settings,
+                     say: Callable[[str], None], device: torch.device = CPU.device) -> None:
     """Supplement B: MSE on normalised coefficients, Adam 3e-4, gradients clipped at norm 1.
-    Samples are training frames in both crops (targets and drivers reach M at run time)."""
-    config = PRESETS[settings.preset]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        model = LandmarkDisentangler(config).train()
+    Samples are training frames in both crops (targets and drivers reach M at run time).
+    Trains `model` in place (one process: it is small, and its BatchNorm sees whole batches)."""
+    model.train()
     images, offsets, alphas = [], [], []
     for clip in dataset.clips:
         train = clip.train
@@ -76,7 +77,7 @@ def fit_disentangler(dataset: Dataset, settings: Settings,
                                      for p in points[train]]))
             alphas.append(alpha)
     image_all, offset_all = np.concatenate(images), np.concatenate(offsets).astype(np.float32)
-    alpha_all = torch.from_numpy(np.concatenate(alphas).astype(np.float32))
+    alpha_all = torch.from_numpy(np.concatenate(alphas).astype(np.float32)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr_disentangler)
     rng = np.random.default_rng(settings.seed)
     say(f"landmark disentangler: {len(image_all)} samples, {settings.disentangler_steps} steps")
@@ -84,36 +85,53 @@ def fit_disentangler(dataset: Dataset, settings: Settings,
         pick = rng.choice(len(image_all), size=min(settings.disentangler_batch, len(image_all)),
                           replace=False)
         x = torch.from_numpy(image_all[pick].transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0)
-        loss = torch.nn.functional.mse_loss(model(x, torch.from_numpy(offset_all[pick])), alpha_all[pick])
+        prediction = model(x.to(device), torch.from_numpy(offset_all[pick]).to(device))
+        loss = torch.nn.functional.mse_loss(prediction, alpha_all[pick])
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if step % 50 == 0 or step == settings.disentangler_steps:
             say(f"  disentangler step {step}/{settings.disentangler_steps}  mse {loss.item():.3f}")
-    return model.eval()
+    model.eval()
 
 
 class Trainer:
     """One run folder: state, checkpoint, loss log, samples/."""
 
     def __init__(self, dataset: Dataset, out: Path, settings: Settings, vgg19: Path | None = None,
-                 say: Callable[[str], None] = print) -> None:
-        self.dataset, self.out, self.settings, self.say = dataset, out, settings, say
+                 say: Callable[[str], None] = print, context: Context = CPU,
+                 init: Reference | None = None) -> None:
+        """`init`: a checkpoint whose generator and disentangler weights a new run starts from."""
+        self.dataset, self.out, self.settings, self.context = dataset, out, settings, context
+        self.say = say if context.main else lambda _: None
         config = PRESETS[settings.preset]
         if config.image_size != dataset.size:
             raise ExportError(f"the data was prepared at {dataset.size}px, the {settings.preset} "
                               f"preset needs {config.image_size}px")
+        if settings.batch % context.world:
+            raise ExportError(f"--batch {settings.batch} does not split over {context.world} processes",
+                              hint=f"give a multiple of {context.world} (the batch is the global one)")
+        if init is not None and init.config != config:
+            raise ExportError(f"--init {settings.init} is not a {settings.preset} checkpoint",
+                              hint="give the --preset it was trained with")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed)
             self.generator = MarioNETte(config).train()
-            self.discriminator = Discriminator(config, len(dataset.clips)).train()
-        self.disentangler = LandmarkDisentangler(config).eval()
+            self.discriminator = Discriminator(config, len(dataset.identities)).train()
+            torch.manual_seed(settings.seed)
+            self.disentangler = LandmarkDisentangler(config).eval()
+        if init is not None:
+            self.generator.load_state_dict(init.generator.state_dict())
+            self.disentangler.load_state_dict(init.disentangler.state_dict())
+        for module in self._modules().values():
+            module.to(context.device)
         # Adam; the paper does not state betas: BigGAN's (0, 0.999), whose blocks it uses.
         self.opt_g = torch.optim.Adam(self.generator.parameters(), settings.lr_generator, betas=(0.0, 0.999))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), settings.lr_discriminator,
                                       betas=(0.0, 0.999))
-        self.vgg = losses.VGG19Features(vgg19) if vgg19 is not None else None
+        self.vgg = losses.VGG19Features(vgg19).to(context.device) if vgg19 is not None else None
+        self.scaler = context.scaler()
         self.step = 0
         self.disentangler_done = False
 
@@ -129,9 +147,12 @@ class Trainer:
         return "VGG19 (ImageNet)" if self.vgg is not None else "none (face-weighted pixel L1 instead)"
 
     def save(self) -> None:
+        if not self.context.main:
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         header = {"step": self.step, "disentangler_done": self.disentangler_done,
-                  "settings": asdict(self.settings), "clips": [c.name for c in self.dataset.clips]}
+                  "settings": asdict(self.settings), "clips": [c.name for c in self.dataset.clips],
+                  "scaler": self.scaler.state_dict()}
         stats = {k: torch.from_numpy(np.asarray(getattr(self.dataset.stats, k), np.float64).copy())
                  for k in ("mean", "basis", "coef_mean", "coef_std")}
         save_state(self.out / STATE_FILE, self._modules(), self._optimizers(), stats, header)
@@ -139,10 +160,13 @@ class Trainer:
                 f"K={self.settings.targets}, batch {self.settings.batch}, Adam G "
                 f"{self.settings.lr_generator:g} D {self.settings.lr_discriminator:g}, clips "
                 f"{', '.join(c.name for c in self.dataset.clips)}; perceptual networks: "
-                f"{self.perceptual_networks()}")
-        generator = MarioNETte(self.generator.config)
+                f"{self.perceptual_networks()}" + (f"; started from {self.settings.init}"
+                                                   if self.settings.init else ""))
+        config = self.generator.config
+        generator, disentangler = MarioNETte(config), LandmarkDisentangler(config)  # on the CPU
         generator.load_state_dict(self.generator.state_dict())
-        save_checkpoint(Reference(self.generator.config, generator.eval(), self.disentangler,
+        disentangler.load_state_dict(self.disentangler.state_dict())
+        save_checkpoint(Reference(self.generator.config, generator.eval(), disentangler.eval(),
                                   self.dataset.stats), self.out / CHECKPOINT_FILE, note=note)
 
     def resume(self) -> bool:
@@ -157,11 +181,10 @@ class Trainer:
             raise ExportError(f"{self.out} holds a run with other settings ({', '.join(changed) or 'clips'})",
                               hint="use another --out, the same settings, or --restart")
         self.step, self.disentangler_done = int(header["step"]), bool(header["disentangler_done"])
-        log = self.out / LOG_FILE
-        if log.is_file():  # drop steps logged after the last save: they are trained again
-            kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= self.step]
-            with atomic_path(log) as temporary:
-                temporary.write_text("".join(line + "\n" for line in kept))
+        if header.get("scaler"):  # fp16's loss scale (empty in other precisions)
+            self.scaler.load_state_dict(header["scaler"])
+        if self.context.main:
+            trim(self.out, self.step)
         return True
 
     @staticmethod
@@ -178,84 +201,111 @@ class Trainer:
 
     # --- training --------------------------------------------------------------------
     def train_step(self, batch: Batch) -> dict[str, float]:
-        t = _tensors(batch)
-        fake = self.generator(t["driver_landmarks"], t["targets"], t["target_landmarks"])
-        # Discriminator: hinge on real and (detached) fake, one update per generator update.
-        real_score, real_features = self.discriminator(t["driver"], t["driver_landmarks"], t["identity"])
-        fake_score, _ = self.discriminator(fake.detach(), t["driver_landmarks"], t["identity"])
-        loss_d = losses.hinge_discriminator(real_score, fake_score)
+        """One D and one G update on this process's share of the batch; -> the whole batch's
+        losses (averaged over the processes)."""
+        t, ctx, scaler = _tensors(batch, self.context.device), self.context, self.scaler
+        with ctx.autocast():
+            fake = self.generator(t["driver_landmarks"], t["targets"], t["target_landmarks"])
+            # Discriminator: hinge on real and (detached) fake, one update per generator update.
+            real_score, real_features = self.discriminator(t["driver"], t["driver_landmarks"], t["identity"])
+            fake_score, _ = self.discriminator(fake.detach(), t["driver_landmarks"], t["identity"])
+            loss_d = losses.hinge_discriminator(real_score, fake_score)
         self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_d.step()
+        scaler.scale(loss_d).backward()
+        ctx.average_gradients(self.discriminator.parameters())
+        scaler.step(self.opt_d)
         # Generator: L_GAN + λP L_P + λFM L_FM.
         self.discriminator.requires_grad_(False)
-        fake_score, fake_features = self.discriminator(fake, t["driver_landmarks"], t["identity"])
+        with ctx.autocast():
+            fake_score, fake_features = self.discriminator(fake, t["driver_landmarks"], t["identity"])
+            gan = losses.hinge_generator(fake_score)
+            fm = losses.feature_matching(real_features, fake_features)
+            if self.vgg is not None:
+                perceptual = losses.perceptual(self.vgg, fake, t["driver"], t["mask"])
+            else:
+                perceptual = losses.pixel(fake, t["driver"], t["mask"])
+            s = self.settings
+            loss_g = gan + s.lambda_perceptual * perceptual + s.lambda_feature_matching * fm
         self.discriminator.requires_grad_(True)
-        gan = losses.hinge_generator(fake_score)
-        fm = losses.feature_matching(real_features, fake_features)
-        if self.vgg is not None:
-            perceptual = losses.perceptual(self.vgg, fake, t["driver"], t["mask"])
-        else:
-            perceptual = losses.pixel(fake, t["driver"], t["mask"])
-        s = self.settings
-        loss_g = gan + s.lambda_perceptual * perceptual + s.lambda_feature_matching * fm
         self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
-        return {"d": loss_d.item(), "g": loss_g.item(), "gan": gan.item(), "fm": fm.item(),
-                "perceptual": perceptual.item(),
-                "l1": torch.nn.functional.l1_loss(fake.detach(), t["driver"]).item()}
+        scaler.scale(loss_g).backward()
+        ctx.average_gradients(self.generator.parameters())
+        scaler.step(self.opt_g)
+        scaler.update()
+        # Power iteration runs on every rank alike; rank 0's vectors keep them bit-identical.
+        ctx.broadcast(b for m in (self.generator, self.discriminator) for b in m.buffers())
+        return ctx.mean({"d": loss_d.item(), "g": loss_g.item(), "gan": gan.item(), "fm": fm.item(),
+                         "perceptual": perceptual.item(),
+                         "l1": torch.nn.functional.l1_loss(fake.detach().float(), t["driver"]).item()})
+
+    def batch(self) -> Batch:
+        """This process's share of the step's global batch (step-seeded: a resumed or a
+        distributed run draws the same samples)."""
+        s, ctx = self.settings, self.context
+        picks = training_picks(self.dataset, np.random.default_rng([s.seed, self.step]), s.batch, s.targets)
+        share = s.batch // ctx.world
+        return make_batch(self.dataset, picks[ctx.rank * share:(ctx.rank + 1) * share])
+
+    def _pretrain_disentangler(self) -> None:
+        if self.context.main:
+            fit_disentangler(self.disentangler, self.dataset, self.settings, self.say, self.context.device)
+        self.context.broadcast(self.disentangler.state_dict().values())
+        self.disentangler_done = True
+        self.save()
 
     def run(self, sample_every: int = 100, save_every: int = 200, log_every: int = 10) -> None:
         s = self.settings
         if not self.disentangler_done:
-            self.disentangler.load_state_dict(fit_disentangler(self.dataset, s, self.say).state_dict())
-            self.disentangler_done = True
-            self.save()
+            self._pretrain_disentangler()
         self.disentangler.eval()
         if self.step >= s.steps:
             self.say(f"already trained for {self.step} steps (give more --steps to go on)")
             self.save()
             return
-        self.say(f"generator: steps {self.step + 1}..{s.steps}, batch {s.batch}, K={s.targets}, "
+        self.say(f"generator: steps {self.step + 1}..{s.steps}, batch {s.batch} over {self.context.world} "
+                 f"process(es) on {self.context.device} in {self.context.precision}, K={s.targets}, "
                  f"perceptual networks: {self.perceptual_networks()}")
         started, first = time.perf_counter(), self.step
+        log = RunLog(self.out, self.step, self.say) if self.context.main else None
         try:
-            with open(self.out / LOG_FILE, "a") as log:
-                while self.step < s.steps:
-                    # One generator per step keeps a resumed run on the same batches.
-                    rng = np.random.default_rng([s.seed, self.step])
-                    values = self.train_step(sample_training(self.dataset, rng, s.batch, s.targets))
-                    self.step += 1
-                    log.write(json.dumps({"step": self.step, **values}) + "\n")
-                    if self.step % log_every == 0 or self.step == s.steps:
-                        log.flush()
-                        rate = (time.perf_counter() - started) / (self.step - first)
-                        self.say(f"step {self.step}/{s.steps}  D {values['d']:.3f}  G {values['g']:.3f} "
-                                 f"(gan {values['gan']:.3f} fm {values['fm']:.3f} "
-                                 f"perceptual {values['perceptual']:.4f})  l1 {values['l1']:.4f}  "
-                                 f"{rate:.2f} s/step, {rate * (s.steps - self.step) / 60:.0f} min left")
-                    if self.step % sample_every == 0 or self.step == s.steps:
-                        self.sample()
-                    if self.step % save_every == 0:
-                        self.save()
+            while self.step < s.steps:
+                values = self.train_step(self.batch())
+                self.step += 1
+                if log is None:
+                    continue
+                log.write(self.step, values)
+                if self.step % log_every == 0 or self.step == s.steps:
+                    log.flush()
+                    rate = (time.perf_counter() - started) / (self.step - first)
+                    self.say(f"step {self.step}/{s.steps}  D {values['d']:.3f}  G {values['g']:.3f} "
+                             f"(gan {values['gan']:.3f} fm {values['fm']:.3f} "
+                             f"perceptual {values['perceptual']:.4f})  l1 {values['l1']:.4f}  "
+                             f"{rate:.2f} s/step, {rate * (s.steps - self.step) / 60:.0f} min left")
+                if self.step % sample_every == 0 or self.step == s.steps:
+                    self.sample()
+                if self.step % save_every == 0:
+                    self.save()
         except KeyboardInterrupt:
             self.save()
             raise ExportError(f"interrupted at step {self.step}; state saved in {self.out}",
                               hint="run the same command again to resume") from None
+        finally:
+            if log is not None:
+                log.close()
         self.save()
 
     def sample(self) -> Path:
-        """samples/step-N.png: rows of target | driver landmarks | generated | ground truth,
-        one row per clip, the driver a held-back frame (never trained on)."""
+        """samples/step-N.png (rank 0): rows of target | driver landmarks | generated | ground
+        truth, one row per clip, the driver a held-back frame (never trained on)."""
         k = self.settings.targets
-        picks = [(c, int(clip.held_back[len(clip.held_back) // 2]), clip.spread_targets(k))
+        picks = [same_clip(c, int(clip.held_back[len(clip.held_back) // 2]), clip.spread_targets(k))
                  for c, clip in enumerate(self.dataset.clips)]
         batch = make_batch(self.dataset, picks)
-        t = _tensors(batch)
+        t = _tensors(batch, self.context.device)
         self.generator.eval()
         with torch.no_grad():
-            fake = self.generator(t["driver_landmarks"], t["targets"], t["target_landmarks"]).numpy()
+            fake = self.generator(t["driver_landmarks"], t["targets"], t["target_landmarks"])
+        fake = fake.float().cpu().numpy()
         self.generator.train()
         rows = [np.concatenate([batch.targets[i, 0], batch.driver_landmarks[i], fake[i], batch.driver[i]],
                                axis=2) for i in range(len(picks))]

@@ -71,7 +71,10 @@ def test_driver_stream_accepts_a_fraction_rate():
 
 
 def test_load_targets_accepts_a_str_folder(tmp_path):
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(target_range=(1, 8))  # (the folder is refused before the model is used)
     with pytest.raises(RuntimeStageError, match="is empty"):
-        load_targets(str(tmp_path), None, None, str(tmp_path / "cache"), print)
+        load_targets(str(tmp_path), model, None, str(tmp_path / "cache"), print)
     with pytest.raises(RuntimeStageError, match="does not exist"):
-        load_targets(str(tmp_path / "nowhere"), None, None, None, print)
+        load_targets(str(tmp_path / "nowhere"), model, None, None, print)

@@ -16,9 +16,9 @@ from mnt.export.errors import ExportError
 from mnt.export.model.config import PRESETS
 from mnt.export.model.landmark_prior import mean_face
 from mnt.export.train import losses
-from mnt.export.train.dataset import find_videos, prepare, sample_training, training_picks
+from mnt.export.train.dataset import find_videos, make_batch, prepare, training_picks
 from mnt.export.train.discriminator import Discriminator
-from mnt.export.train.evaluate import METHODS, evaluate, image_metrics
+from mnt.export.train.evaluate import METHODS, SELF, evaluate, image_metrics
 from mnt.export.train.stats import coefficients, fit_stats, identity
 from mnt.runtime.landmarks import EXPRESSION_GROUPS, N_EXPRESSION
 from tests.helpers import SHARED_DATA
@@ -138,13 +138,15 @@ def test_prepared_clips_hold_back_their_ends(two_clips):
         assert clip.target_images.shape[1:] == (128, 128, 3)
         # Driver crops follow the head: their matrix changes only when the face drifts.
         assert len(np.unique(clip.driver_matrices.round(6), axis=0)) < len(clip.frames) / 4
-    batch = sample_training(dataset, np.random.default_rng(0), batch=3, k=2)
+    batch = make_batch(dataset, training_picks(dataset, np.random.default_rng(0), batch=3, k=2))
     assert batch.targets.shape == (3, 2, 3, 128, 128) and batch.mask.shape == (3, 1, 128, 128)
     assert 0.05 < batch.mask.mean() < 0.6
     picks = training_picks(dataset, np.random.default_rng(1), batch=50, k=2)
-    for c, driver, targets in picks:  # never a held-back frame, never the driver as a target
+    for (c, driver), targets in picks:  # never a held-back frame, never the driver as a target
         clip = dataset.clips[c]
-        assert max(clip.frames[[driver, *targets]]) < clip.split and driver not in targets
+        assert {tc for tc, _ in targets} == {c}  # one clip per person: targets from the driver's clip
+        frames = [driver, *(t for _, t in targets)]
+        assert max(clip.frames[frames]) < clip.split and driver not in frames[1:]
 
 
 def _train(videos, cache, out, *args):
@@ -229,8 +231,8 @@ def test_the_demo_model_beats_the_trivial_baselines(clip_cache):
     reference = load_checkpoint(default_checkpoint())
     dataset = prepare(find_videos(SHARED_DATA / "driving"), clip_cache, reference.config.image_size,
                       stats=reference.stats, say=lambda _: None)
-    results = evaluate(reference, dataset, [1], frames=4)["results"]["1"]
-    model, unchanged, same_view = (results[m] for m in METHODS)
+    results = evaluate(reference, dataset, [1], frames=4)["results"][SELF]["1"]
+    model, unchanged, same_view = (results[m] for m in METHODS[SELF])
     for metric in ("SSIM", "M-SSIM", "PSNR", "M-PSNR"):
         assert model[metric] > unchanged[metric], (metric, results)
     for metric in ("M-SSIM", "M-PSNR"):

@@ -1,0 +1,1 @@
+"""An artefact folder as a Triton Inference Server model repository."""
