@@ -13,8 +13,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 Decorator = Callable[[F], F]
 
 VERBOSE_KEY = "mnt.verbose"  # in ctx.meta, which every context of one command line shares
-BUILT_IN_MODEL = ("default: the built-in demo model (the small preset, trained on six talking-head "
-                  "clips), built into the cache folder on first use")
+BUILT_IN_MODEL = ("default: the built-in demo model (the small preset, trained on the clips of 37 "
+                  "people), built into the cache folder on first use")
 VERSION_MESSAGE = "%(prog)s, version %(version)s"
 
 

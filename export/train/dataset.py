@@ -8,7 +8,8 @@ evaluation.
 
 Cached on disk in two steps, one file per clip, written as each finishes (so a stopped
 preparation resumes): landmarks (the slow part, keyed by the video's sha256), then crops
-at one size and one set of landmark statistics. Both steps run in worker processes.
+at one size and one set of landmark statistics. Both steps run in worker processes. The
+crops' images stay on disk, read as batches need them (`ondisk.Rows`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import cv2
 import numpy as np
 
 from mnt.export.errors import ExportError
+from mnt.export.train.ondisk import Rows, open_npz
 from mnt.export.train.stats import coefficients, fit_stats, identity
 from mnt.runtime.align import CropTracker, align, template
 from mnt.runtime.errors import RuntimeStageError
@@ -37,6 +39,7 @@ from mnt.runtime.video import read_frames
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
 MIN_FRAMES = 8  # a clip needs this many frames with a face on each side of the split
+IMAGES = {"target_images", "driver_images"}  # left on disk (Rows); the rest is small
 
 
 @dataclass(frozen=True)
@@ -48,15 +51,16 @@ class Video:
 
 @dataclass
 class Clip:
-    """One video's usable frames (those with a face), in both crops."""
+    """One video's usable frames (those with a face), in both crops (the images read from
+    the cache file as they are used)."""
 
     name: str
     identity: str
     frames: np.ndarray  # (T,) frame indices in the video
     split: int  # frames[i] < split are for training, the rest held back
-    target_images: np.ndarray  # (T, S, S, 3) uint8: per-frame fitted crops, as targets get
+    target_images: np.ndarray | Rows  # (T, S, S, 3) uint8: per-frame fitted crops, as targets get
     target_landmarks: np.ndarray  # (T, 68, 3) in target-crop pixels
-    driver_images: np.ndarray  # (T, S, S, 3) uint8: crops that follow the head, as drivers get
+    driver_images: np.ndarray | Rows  # (T, S, S, 3) uint8: crops that follow the head, as drivers get
     driver_landmarks: np.ndarray  # (T, 68, 3) in driver-crop pixels
     driver_matrices: np.ndarray  # (T, 2, 3) frame -> driver crop
     target_matrices: np.ndarray  # (T, 2, 3) frame -> target crop
@@ -252,9 +256,8 @@ def prepare(videos: list[Video], cache: Path, size: int, holdout: float = 0.2,
                  for v, key in zip(videos, keys, strict=True)], names, workers, say)
     clips = []
     for video, key, (_, _, split) in zip(videos, keys, detected, strict=True):
-        with np.load(folder / f"{key}.npz") as data:
-            clips.append(Clip(name=video.name, identity=video.identity, split=split,
-                              **{k: data[k] for k in data.files}))
+        clips.append(Clip(name=video.name, identity=video.identity, split=split,
+                          **open_npz(folder / f"{key}.npz", IMAGES)))
     with atomic_path(cache / "sources.json") as temporary:
         temporary.write_text(json.dumps(
             {"videos": [str(v.path) for v in videos], "holdout": holdout, "size": size}, indent=1))

@@ -66,25 +66,26 @@ def fit_disentangler(model: LandmarkDisentangler, dataset: Dataset, settings: Se
     Samples are training frames in both crops (targets and drivers reach M at run time).
     Trains `model` in place (one process: it is small, and its BatchNorm sees whole batches)."""
     model.train()
-    images, offsets, alphas = [], [], []
-    for clip in dataset.clips:
+    rows, offsets, alphas = [], [], []  # rows: (clip, crop, frame), the images read per batch
+    for c, clip in enumerate(dataset.clips):
         train = clip.train
         alpha = dataset.coefficients(clip)[train]
-        for crops, points in ((clip.target_images, clip.target_landmarks),
-                              (clip.driver_images, clip.driver_landmarks)):
-            images.append(crops[train])
+        for crop, points in enumerate((clip.target_landmarks, clip.driver_landmarks)):
+            rows.append(np.stack([np.full(len(train), c), np.full(len(train), crop), train], axis=1))
             offsets.append(np.stack([(normalize(p, dataset.stats.mean)[0] - dataset.stats.mean).ravel()
                                      for p in points[train]]))
             alphas.append(alpha)
-    image_all, offset_all = np.concatenate(images), np.concatenate(offsets).astype(np.float32)
+    row_all, offset_all = np.concatenate(rows), np.concatenate(offsets).astype(np.float32)
     alpha_all = torch.from_numpy(np.concatenate(alphas).astype(np.float32)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr_disentangler)
     rng = np.random.default_rng(settings.seed)
-    say(f"landmark disentangler: {len(image_all)} samples, {settings.disentangler_steps} steps")
+    say(f"landmark disentangler: {len(row_all)} samples, {settings.disentangler_steps} steps")
     for step in range(1, settings.disentangler_steps + 1):
-        pick = rng.choice(len(image_all), size=min(settings.disentangler_batch, len(image_all)),
+        pick = rng.choice(len(row_all), size=min(settings.disentangler_batch, len(row_all)),
                           replace=False)
-        x = torch.from_numpy(image_all[pick].transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0)
+        crops = np.stack([(dataset.clips[c].target_images, dataset.clips[c].driver_images)[crop][t]
+                          for c, crop, t in row_all[pick]])
+        x = torch.from_numpy(crops.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0)
         prediction = model(x.to(device), torch.from_numpy(offset_all[pick]).to(device))
         loss = torch.nn.functional.mse_loss(prediction, alpha_all[pick])
         optimizer.zero_grad()

@@ -19,6 +19,7 @@ from mnt.export.train import losses
 from mnt.export.train.dataset import find_videos, make_batch, prepare, training_picks
 from mnt.export.train.discriminator import Discriminator
 from mnt.export.train.evaluate import METHODS, SELF, evaluate, image_metrics
+from mnt.export.train.ondisk import Rows
 from mnt.export.train.stats import coefficients, fit_stats, identity
 from mnt.runtime.landmarks import EXPRESSION_GROUPS, N_EXPRESSION
 from tests.helpers import SHARED_DATA
@@ -136,6 +137,7 @@ def test_prepared_clips_hold_back_their_ends(two_clips):
     for clip in dataset.clips:
         assert clip.frames[clip.train].max() < clip.split <= clip.frames[clip.held_back].min()
         assert clip.target_images.shape[1:] == (128, 128, 3)
+        assert isinstance(clip.driver_images, Rows)  # left on disk, read per batch
         # Driver crops follow the head: their matrix changes only when the face drifts.
         assert len(np.unique(clip.driver_matrices.round(6), axis=0)) < len(clip.frames) / 4
     batch = make_batch(dataset, training_picks(dataset, np.random.default_rng(0), batch=3, k=2))
@@ -222,7 +224,7 @@ def test_interrupting_saves_the_state(two_clips, tmp_path, monkeypatch):
 
 @needs_clips
 def test_the_demo_model_beats_the_trivial_baselines(clip_cache):
-    """The shipped checkpoint on held-back frames of all six clips it was trained on: every
+    """The shipped checkpoint on held-back frames of the six driving clips (trained on): every
     metric beats the target returned unchanged; on the face, it also beats the target's
     frame seen through the driver's crop (which keeps the background for free)."""
     from mnt.export.model.checkpoint import load_checkpoint
