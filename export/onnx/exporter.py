@@ -11,8 +11,12 @@ import contextlib
 import copy
 import io
 import logging
+import signal
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import onnx
 import torch
@@ -33,6 +37,29 @@ def example_inputs(spec: ComponentSpec, dtype: torch.dtype, k: int = 2) -> tuple
                  for t in spec.inputs)
 
 
+@contextlib.contextmanager
+def _noting_ctrl_c() -> Iterator[list[int]]:
+    """Records SIGINT while the exporter runs: torch.export can catch the KeyboardInterrupt
+    and raise its own error instead, which would read as a broken model, not as Ctrl-C."""
+    hits: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield hits
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        hits.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield hits
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def export_component(module: nn.Module, spec: ComponentSpec, precision: str, path: Path,
                      plugins: bool = False) -> None:
     """Trace `module` (spectral norm already folded) in the precision's dtype and write
@@ -45,9 +72,10 @@ def export_component(module: nn.Module, spec: ComponentSpec, precision: str, pat
                     for t in spec.inputs)
     quiet = io.StringIO()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    ctrl_c: list[int] = []
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), torch.no_grad(), \
-                (plugin_ops() if plugins else contextlib.nullcontext()):
+                (plugin_ops() if plugins else contextlib.nullcontext()), _noting_ctrl_c() as ctrl_c:
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 traced, example_inputs(spec, dtype), dynamo=True, opset_version=OPSET,
@@ -56,6 +84,8 @@ def export_component(module: nn.Module, spec: ComponentSpec, precision: str, pat
                 dynamic_shapes=dynamic, external_data=False, verbose=False,
                 custom_translation_table=TRANSLATIONS if plugins else None)
     except Exception as err:  # the exporter raises many types; all mean the same to a user
+        if ctrl_c:
+            raise KeyboardInterrupt from err
         raise ExportError(f"{spec.name}: torch.onnx.export failed: {str(err).splitlines()[0]}") from err
     model = program.model_proto
     model.producer_name = "mnt-export"

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -234,3 +235,33 @@ def test_the_real_cli_verifies_and_inspects(artefact):
                              capture_output=True, text=True)
     assert missing.returncode == 1 and missing.stderr.startswith("mnt-export: error:")
     assert "not an mnt artefact folder" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_ctrl_c_that_torch_export_swallows_is_still_an_interruption(checkpoint, monkeypatch):
+    """torch.export may catch the KeyboardInterrupt of a Ctrl-C and raise an error of its own
+    (seen in CI: 'Failed to export the model with torch.export'): still an interruption."""
+    from mnt.export.model.checkpoint import load_checkpoint
+    from mnt.export.model.components import component_modules, component_specs
+    from mnt.export.onnx import exporter
+
+    def swallowing_export(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            pass
+        raise RuntimeError("Failed to export the model with torch.export.")
+
+    loaded = load_checkpoint(checkpoint)
+    module = component_modules(loaded.generator, loaded.disentangler)["generator"]
+    monkeypatch.setattr(exporter.torch.onnx, "export", swallowing_export)
+    with pytest.raises(KeyboardInterrupt):
+        exporter.export_component(module, component_specs(loaded.config)["generator"], "fp32",
+                                  Path("/nonexistent/generator.onnx"))
+    def failing_export(*args, **kwargs):
+        raise RuntimeError("bad")
+
+    monkeypatch.setattr(exporter.torch.onnx, "export", failing_export)
+    with pytest.raises(ExportError, match="torch.onnx.export failed: bad"):
+        exporter.export_component(module, component_specs(loaded.config)["generator"], "fp32",
+                                  Path("/nonexistent/generator.onnx"))
