@@ -42,16 +42,14 @@ def _noting_ctrl_c() -> Iterator[list[int]]:
     """Records SIGINT while the exporter runs: torch.export can catch the KeyboardInterrupt
     and raise its own error instead, which would read as a broken model, not as Ctrl-C."""
     hits: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield hits
-        return
     previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield hits  # (only the main thread can set handlers; an ignored SIGINT stays ignored)
+        return
 
     def note(signum: int, frame: FrameType | None) -> None:
         hits.append(signum)
-        if callable(previous):
-            previous(signum, frame)
-        raise KeyboardInterrupt
+        previous(signum, frame)
 
     signal.signal(signal.SIGINT, note)
     try:
