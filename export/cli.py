@@ -164,6 +164,15 @@ def build_command(checkpoint: Path | None, precision: str, out: Path | None, fro
         raise ExportError("--plugins is not available for int8 builds yet")
     if from_fp32 is not None and not int8:
         raise ExportError("--from-fp32 is for int8 builds only (an FP32 build to calibrate from)")
+    from mnt.runtime.files import refuse_if_locked, refuse_if_short
+
+    # Now, not after torch's import, the checkpoint's load and a minute of export: another
+    # build of OUT, and a disk too small for half the weights (FP16 halves them, INT8 quarters;
+    # half: folding batch norms drops some), which the build writes at least once.
+    refuse_if_locked(out, ExportError)
+    if checkpoint.is_file():
+        share = {"fp16": 4, "int8": 8}.get(precision, 2)
+        refuse_if_short(out, checkpoint.stat().st_size // share, ExportError)
     started = time.perf_counter()
     if int8:
         from mnt.calibration.build import build_int8

@@ -25,6 +25,19 @@ except ImportError:  # Windows: no advisory locks; concurrent writers are then n
     fcntl = None  # type: ignore[assignment]
 
 WRITE_HINT = "check that the folder exists, is writable and has free space"
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def write_error(what: Path, err: OSError, error: type[MntError] = MntError, verb: str = "write") -> MntError:
+    """An OSError met writing `what` -> one line naming its folder and the fix (a full disk
+    said as such: an errno alone reads like a bug, and exit 4 would call it one)."""
+    folder = Path(os.path.abspath(what)).parent
+    text = f"cannot {verb} {what}: {err.strerror or err}"
+    if err.errno in _FULL:
+        return error(f"{text} in {folder}", hint="free some space there, or write somewhere else")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return error(text, hint=f"check that {folder} is writable")
+    return error(text, hint=WRITE_HINT)
 
 
 def partial_path(final: Path, kind: str = "partial") -> Path:
@@ -113,7 +126,7 @@ def atomic_path(path: str | os.PathLike[str], replace: bool = True,
         os.chmod(temporary, _created_mode())
         publish(temporary, final, replace, error)
     except OSError as err:
-        raise error(f"cannot write {final}: {err.strerror or err}", hint=WRITE_HINT) from err
+        raise write_error(final, err, error) from err
     finally:
         with contextlib.suppress(OSError):  # (a read-only filesystem must not hide the error)
             temporary.unlink()
@@ -133,16 +146,14 @@ def exclusive(path: Path, error: type[MntError] = MntError,
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
-            raise error(f"cannot write {path}: {err.strerror or err}", hint=WRITE_HINT) from err
+            raise write_error(path, err, error) from err
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            who = f"process {holder}" if holder.isdigit() else "another process"
+            who = _holder(fd)
             if waiting is None:
                 os.close(fd)
-                raise error(f"{path} is being written by {who}",
-                            hint="wait for it to finish, or give another output") from None
+                raise _busy(path, who, error) from None
             waiting(f"waiting for {who}, which is writing {path}")
             waiting = _silent
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -153,8 +164,11 @@ def exclusive(path: Path, error: type[MntError] = MntError,
             pass
         os.close(fd)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:  # (a full disk fails here, before any work: say so, not OSError)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError as err:
+            raise write_error(path, err, error) from err
         yield
     finally:
         with contextlib.suppress(OSError):
@@ -164,6 +178,33 @@ def exclusive(path: Path, error: type[MntError] = MntError,
 
 def _silent(line: str) -> None:
     pass
+
+
+def _holder(fd: int) -> str:
+    holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return f"process {holder}" if holder.isdigit() else "another process"
+
+
+def _busy(path: Path, who: str, error: type[MntError]) -> MntError:
+    return error(f"{path} is being written by {who}", hint="wait for it to finish, or give another output")
+
+
+def refuse_if_locked(path: Path, error: type[MntError] = MntError) -> None:
+    """Raise at once when another process holds `path`'s lock: a check before slow work
+    (imports, loading a checkpoint) that `exclusive` would otherwise meet only after it.
+    Takes nothing: `exclusive` still guards the write."""
+    if fcntl is None:
+        return
+    try:
+        fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDONLY)
+    except OSError:
+        return  # no lock file (or none readable): exclusive() decides
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _busy(path, _holder(fd), error) from None
+    finally:
+        os.close(fd)  # (releases the shared lock, if it was taken)
 
 
 @contextlib.contextmanager
@@ -185,14 +226,14 @@ def staged_folder(out: Path, force: bool, what: str, error: type[MntError] = Mnt
         try:
             out.parent.mkdir(parents=True)
         except OSError as err:
-            raise error(f"cannot create {out.parent}: {err.strerror}") from err
+            raise write_error(out.parent, err, error, "create") from err
     staging = partial_path(out)
     with exclusive(out, error):
         sweep_partials(out)
         try:
             staging.mkdir()
         except OSError as err:
-            raise error(f"cannot create {staging}: {err.strerror}") from err
+            raise write_error(out, err, error, "create") from err
         try:
             yield staging
             check_free()  # again: a folder may have appeared meanwhile (another program)
@@ -203,9 +244,25 @@ def staged_folder(out: Path, force: bool, what: str, error: type[MntError] = Mnt
             if old:
                 shutil.rmtree(old, ignore_errors=True)
         except OSError as err:
-            raise error(f"cannot write {what} {out}: {err.strerror or err}") from err
+            raise write_error(out, err, error) from err
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def refuse_if_short(out: Path, need: int, error: type[MntError] = MntError) -> None:
+    """Raise at once when the disk that would hold `out` has less than `need` bytes free: a
+    lower bound known before slow work (a build's weights), so a disk that is surely too
+    small fails now, not at the end. A disk that passes may still fill: writes handle that."""
+    folder = Path(os.path.abspath(out))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < need:
+        raise error(f"cannot write {out}: {free / 2**20:.1f} MiB free in {folder}, and it needs at least "
+                    f"{need / 2**20:.1f} MiB", hint="free some space there, or write somewhere else")
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
