@@ -83,8 +83,14 @@ class LandmarkStats:
                 raise RuntimeStageError(
                     f"landmark statistics: '{name}' has shape {np.shape(value)}, expected {shape}"
                 )
+        for name in (*expected, "lambda_exp"):
+            if not np.all(np.isfinite(np.asarray(getattr(self, name), dtype=np.float64))):
+                raise RuntimeStageError(f"landmark statistics: '{name}' holds NaN or infinite values")
         if not np.all(np.asarray(self.coef_std) > 0):
             raise RuntimeStageError("landmark statistics: 'coef_std' must be positive")
+        # a mean face collapsed to a point or a line would be blamed on every driver's face
+        if not np.all(np.std(np.asarray(self.mean, dtype=np.float64)[:, :2], axis=0) > 0):
+            raise RuntimeStageError("landmark statistics: 'mean' has no spread in x or y")
 
     def expression(self, alpha: np.ndarray) -> np.ndarray:
         """l̂_exp = λexp · b_expᵀ α for normalised coefficients alpha (..., 48) -> (..., 68, 3)."""

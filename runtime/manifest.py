@@ -14,11 +14,11 @@ from typing import Any
 
 from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.files import atomic_path, sha256_file
-from mnt.runtime.manifest_schema import kind_of, problems
+from mnt.runtime.manifest_schema import PATH_RULE, kind_of, problems
+from mnt.runtime.manifest_schema import STATS_NAME as STATS_NAME  # the statistics beside the components
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-STATS_NAME = "landmark_stats.npz"  # the landmark statistics beside the components
 REBUILD_HINT = "rebuild it with `mnt-export build --checkpoint CKPT --out DIR`"
 
 
@@ -160,6 +160,18 @@ class Manifest:
         """The model's components and the face components: what is hashed and verified."""
         return {**self.components, **self.faces}
 
+    def paths(self) -> dict[str, str]:
+        """Every file this manifest names, by its field: what must stay inside the folder."""
+        named = {f"files.{name}": name for name in self.files}
+        for section, components in (("components", self.components), ("face_components", self.faces)):
+            for name, c in components.items():
+                named[f"{section}.{name}.onnx.file"] = c.file
+                if c.golden:
+                    named[f"{section}.{name}.golden.file"] = c.golden["file"]
+                for runtime, engine in c.engines.items():
+                    named[f"{section}.{name}.engines.{runtime}.file"] = engine.file
+        return named
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
@@ -203,7 +215,7 @@ def load_manifest(folder: str | os.PathLike[str]) -> Manifest:
     found = problems(data)
     if found:
         raise RuntimeStageError(f"{path}: " + "; ".join(found), hint=REBUILD_HINT)
-    return Manifest(
+    manifest = Manifest(
         tool_version=data["tool_version"], checkpoint_sha256=data["checkpoint_sha256"],
         precision=data["precision"], opset=data["opset"], versions=data["versions"],
         model=data["model"], files=data["files"],
@@ -211,6 +223,25 @@ def load_manifest(folder: str | os.PathLike[str]) -> Manifest:
         calibration=data.get("calibration"),
         faces={n: ComponentInfo.from_json(n, c) for n, c in (data.get("face_components") or {}).items()},
     )
+    linked_out = _outside(Path(folder), manifest)
+    if linked_out:
+        raise RuntimeStageError(f"{path}: " + "; ".join(linked_out), hint=REBUILD_HINT)
+    return manifest
+
+
+def _outside(folder: Path, manifest: Manifest) -> list[str]:
+    """The named files that a link takes out of the folder (the schema has refused '..' and
+    absolute paths): an artefact folder must not make mnt read, verify or copy other files."""
+    root = folder.resolve()
+    found = []
+    for where, name in manifest.paths().items():
+        try:
+            inside = (folder / name).resolve().is_relative_to(root)
+        except (OSError, RuntimeError):  # a link loop
+            inside = False
+        if not inside:
+            found.append(f"{where} is {name!r}, a link out of the folder; expected {PATH_RULE}")
+    return found
 
 
 def check_hashes(folder: str | os.PathLike[str], manifest: Manifest, goldens: bool = True) -> list[str]:

@@ -9,6 +9,29 @@ from typing import Any
 REQUIRED_COMPONENTS = ("target_encoder", "landmark_disentangler", "generator")
 FACE_COMPONENTS = ("face_detector", "face_landmarks")  # optional, under "face_components"
 DTYPES = ("float32", "float16")
+STATS_NAME = "landmark_stats.npz"  # the landmark statistics: read by the runtime, so hashed
+PATH_RULE = "a relative path inside the artefact folder, without '..'"
+# The model's tensors whose shapes the runtime relies on (S: model.image_size), the
+# generator's other inputs being the target encoder's outputs.
+FIXED_TENSORS = {
+    "target_encoder": {"inputs": {"target_images": (3, "S", "S"), "target_landmarks": (3, "S", "S")}},
+    "landmark_disentangler": {"inputs": {"images": (3, "S", "S"), "landmark_offsets": (204,)},
+                              "outputs": {"coefficients": (48,)}},
+    "generator": {"inputs": {"driver_landmarks": (3, "S", "S")}, "outputs": {"image": (3, "S", "S")}},
+}
+# model.image_size: a multiple of 32 (five downsamplings), at most what a checkpoint allows
+IMAGE_SIZES = (32, 2048)
+
+
+def path_problem(text: str) -> str | None:
+    """Why `text` may not be a path a manifest names, None if it may. The folder is untrusted,
+    so no path may reach out of it (a link out is caught where the folder is known, in
+    mnt.runtime.manifest); backslashes count as separators, as they would on Windows."""
+    parts = text.replace("\\", "/").split("/")
+    if not text.strip() or text.startswith(("/", "\\")) or text[1:2] == ":" or ".." in parts \
+            or "\0" in text:
+        return f"{text!r}, expected {PATH_RULE}"
+    return None
 
 
 def kind_of(value: Any) -> str:
@@ -59,12 +82,19 @@ class _Schema:
         model = self.field(data, "model", "dict", "")
         if model is not None:
             size = self.field(model, "image_size", "int", "model")
-            if size is not None and size < 1:
-                self.problems.append(f"model.image_size is {size}, expected a positive integer")
+            lo, hi = IMAGE_SIZES
+            if size is not None and not (lo <= size <= hi and size % lo == 0):
+                self.problems.append(f"model.image_size is {size}, expected a multiple of {lo} "
+                                     f"from {lo} to {hi}")
         files = self.field(data, "files", "dict", "")
         for mapping, where in ((versions, "versions"), (files, "files")):
             for name, text in (mapping or {}).items():
                 self.value(text, "str", f"{where}.{name}")
+        for name in files or {}:
+            self.path(name, "files", key=True)
+        if files is not None and STATS_NAME not in files:
+            self.problems.append(f"files.{STATS_NAME} is missing (the runtime reads it, so it must "
+                                 "be hashed)")
         self.field(data, "calibration", "dict", "", optional=True)
         components = self.field(data, "components", "dict", "")
         if components is None:
@@ -73,7 +103,10 @@ class _Schema:
             if name not in components:
                 self.problems.append(f"components.{name} is missing")
         for name, component in components.items():
-            if self.value(component, "dict", f"components.{name}") is not None:
+            if name not in REQUIRED_COMPONENTS:  # what this mnt would neither load nor verify
+                self.problems.append(f"components.{name} is not a component of this model "
+                                     f"({', '.join(REQUIRED_COMPONENTS)})")
+            elif self.value(component, "dict", f"components.{name}") is not None:
                 self.component(component, f"components.{name}")
         faces = self.field(data, "face_components", "dict", "", optional=True) or {}
         for name, component in faces.items():
@@ -88,7 +121,7 @@ class _Schema:
         against its original instead of PyTorch, with its source recorded."""
         onnx = self.field(data, "onnx", "dict", where)
         if onnx is not None:
-            self.field(onnx, "file", "str", f"{where}.onnx")
+            self.path(self.field(onnx, "file", "str", f"{where}.onnx"), f"{where}.onnx.file")
             self.field(onnx, "sha256", "str", f"{where}.onnx")
         self.field(data, "precision", "str", where)
         self.field(data, "phase", "str", where)
@@ -115,7 +148,7 @@ class _Schema:
                     self.field(origin, key, "str", f"{where}.source")
         golden = self.field(data, "golden", "dict", where, optional=True)
         if golden is not None:
-            self.field(golden, "file", "str", f"{where}.golden")
+            self.path(self.field(golden, "file", "str", f"{where}.golden"), f"{where}.golden.file")
             self.field(golden, "sha256", "str", f"{where}.golden")
         engines = self.field(data, "engines", "dict", where, optional=True) or {}
         for runtime, engine in engines.items():
@@ -127,6 +160,12 @@ class _Schema:
         custom_ops = self.field(data, "custom_ops", "dict", where, optional=True) or {}
         for op, count in custom_ops.items():
             self.value(count, "int", f"{where}.custom_ops.{op}")
+
+    def path(self, text: str | None, where: str, key: bool = False) -> None:
+        """A file the manifest names: the value at `where`, or (`key`) a key of `where`."""
+        problem = None if text is None else path_problem(text)
+        if problem is not None:
+            self.problems.append(f"{where} {'names' if key else 'is'} {problem}")
 
     def dim(self, bounds: Any, where: str) -> None:
         if self.value(bounds, "dict", where) is None:
@@ -181,15 +220,42 @@ class _Schema:
 
     def engine(self, data: dict[str, Any], where: str) -> None:
         for key in ("file", "sha256", "tensorrt_version", "compute_capability", "build_key", "ops"):
-            self.field(data, key, "str", where)
+            value = self.field(data, key, "str", where)
+            if key == "file":
+                self.path(value, f"{where}.file")
         self.field(data, "plugin_library_sha256", "str", where, optional=True)
         self.field(data, "runtime", "str", where, optional=True)
         for i, cc in enumerate(self.field(data, "compute_capabilities", "list", where, optional=True) or []):
             self.value(cc, "str", f"{where}.compute_capabilities[{i}]")
 
 
+def _consistency(data: dict[str, Any]) -> list[str]:
+    """Fields that contradict each other, in a manifest whose fields are each well-formed:
+    the image size against the components' shapes, the generator against the target encoder."""
+    size = data["model"]["image_size"]
+    components = data["components"]
+    found = []
+    for name, sides in FIXED_TENSORS.items():
+        for side, tensors in sides.items():
+            shapes = {t["name"]: t["shape"][1:] for t in components[name][side]}
+            for tensor, shape in tensors.items():
+                want = [size if d == "S" else d for d in shape]
+                if tensor not in shapes:
+                    found.append(f"components.{name}.{side} has no {tensor!r}")
+                elif shapes[tensor] != want:
+                    found.append(f"components.{name}.{side} {tensor!r} is {shapes[tensor]} per item, but "
+                                 f"model.image_size {size} needs {want}")
+    made = {t["name"]: t["shape"][1:] for t in components["target_encoder"]["outputs"]}
+    taken = {t["name"]: t["shape"][1:] for t in components["generator"]["inputs"]
+             if t["name"] != "driver_landmarks"}
+    if made != taken:
+        found.append(f"components.generator.inputs {sorted(taken)} do not match "
+                     f"components.target_encoder.outputs {sorted(made)} (names and shapes)")
+    return found
+
+
 def problems(data: dict[str, Any]) -> list[str]:
     """Every problem of a manifest's JSON object (schema_version aside), each naming its field."""
     schema = _Schema()
     schema.manifest(data)
-    return schema.problems
+    return schema.problems or _consistency(data)

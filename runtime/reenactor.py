@@ -61,13 +61,17 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 
 
 def load_stats(folder: Path) -> LandmarkStats:
+    """The folder's landmark statistics, checked by value (hashes only say they are the
+    build's, and a build from a bad checkpoint hashes bad numbers)."""
+    path = folder / STATS_NAME
     try:
-        with np.load(folder / STATS_NAME, allow_pickle=False) as data:
+        with np.load(path, allow_pickle=False) as data:
             return LandmarkStats(mean=data["mean"], basis=data["basis"], coef_mean=data["coef_mean"],
                                  coef_std=data["coef_std"], lambda_exp=float(data["lambda_exp"]))
-    except (OSError, KeyError, ValueError) as err:
-        raise RuntimeStageError(f"{folder / STATS_NAME} is missing or unreadable: {err}",
-                                hint=REBUILD_HINT) from err
+    except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as err:
+        raise RuntimeStageError(f"{path} is missing or unreadable: {err}", hint=REBUILD_HINT) from err
+    except RuntimeStageError as err:
+        raise RuntimeStageError(f"{path}: {err}", hint=REBUILD_HINT) from err
 
 
 class Reenactor:

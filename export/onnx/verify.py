@@ -15,7 +15,9 @@ from mnt.export.faces.models import MODELS
 from mnt.export.faces.parity import compare
 from mnt.export.onnx.gates import Error, judge
 from mnt.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from mnt.runtime.manifest import ComponentInfo, Manifest, check_hashes, load_manifest
+from mnt.runtime.errors import RuntimeStageError
+from mnt.runtime.manifest import STATS_NAME, ComponentInfo, Manifest, check_hashes, load_manifest
+from mnt.runtime.reenactor import load_stats
 
 MODELS_BY_COMPONENT = {m.component: m for m in MODELS}
 CHANGED = "file changed since the build (sha256 mismatch)"
@@ -62,6 +64,11 @@ def verify(folder: Path, device: str = "cpu", allow_fallback: bool = False
                                 "; ".join(failures) or "ok"))
     for name, info in manifest.faces.items():
         rows += _verify_face(folder, name, info, tampered, device, allow_fallback)
+    if STATS_NAME not in tampered:  # by value: a hash only says they are the build's
+        try:
+            load_stats(folder)
+        except RuntimeStageError as err:
+            rows.append(Row("-", STATS_NAME, None, None, None, str(err)))
     every = manifest.all_components.values()
     for extra in sorted(tampered - {c.file for c in every} - {c.golden["file"] for c in every if c.golden}):
         rows.append(Row("-", extra, None, None, None, CHANGED))

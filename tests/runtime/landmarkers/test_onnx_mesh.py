@@ -9,18 +9,27 @@ import pytest
 
 from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.manifest import ComponentInfo, Manifest, TensorInfo, load_manifest
-from mnt.runtime.manifest_schema import REQUIRED_COMPONENTS
+from mnt.runtime.manifest_schema import FIXED_TENSORS, REQUIRED_COMPONENTS, STATS_NAME
 from tests import tolerances
 from tests.helpers import SHARED_DATA, real_faces, run_blocking
 
 
 def _placeholder(name: str) -> ComponentInfo:
-    """A model component entry (never run here: these tests load only the face components)."""
-    return ComponentInfo(name, f"{name}.onnx", "0" * 64, "fp32", "frame", (TensorInfo("x", "float32", (1,)),),
-                         (TensorInfo("y", "float32", (1,)),), {},
+    """A model component entry whose shapes agree with the others and with a 128 px model
+    (never run here: these tests load only the face components)."""
+    state = {"state": (4,)}  # what the target encoder hands the generator
+
+    def tensors(side: str, extra: dict) -> tuple[TensorInfo, ...]:
+        named = {**FIXED_TENSORS[name].get(side, {}), **extra}
+        return tuple(TensorInfo(t, "float32", (1, *[128 if d == "S" else d for d in shape]))
+                     for t, shape in named.items())
+
+    outputs = tensors("outputs", state if name == "target_encoder" else {})
+    figures = {"psnr_db": 0.0, "torch_fp32": {"max_abs_error": 0.0, "rmse": 0.0, "psnr_db": 0.0}}
+    return ComponentInfo(name, f"{name}.onnx", "0" * 64, "fp32", "frame",
+                         tensors("inputs", state if name == "generator" else {}), outputs, {},
                          {"psnr_db": 0.0, "max_abs_error": 0.0, "passed": True,
-                          "outputs": {"y": {"psnr_db": 0.0, "torch_fp32": {"max_abs_error": 0.0, "rmse": 0.0,
-                                                                        "psnr_db": 0.0}}}})
+                          "outputs": {t.name: figures for t in outputs}})
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +43,8 @@ def folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("faces")
     faces = build_faces_into(out, "fp32", face_images(), log=lambda line: None)
     Manifest("0", "0" * 64, "fp32", 18, {}, {"image_size": 128},
-             {n: _placeholder(n) for n in REQUIRED_COMPONENTS}, {}, faces=faces).write(out)
+             {n: _placeholder(n) for n in REQUIRED_COMPONENTS}, {STATS_NAME: "0" * 64},
+             faces=faces).write(out)
     return out
 
 
