@@ -26,6 +26,7 @@ from mnt.export.model.config import PRESETS, ModelConfig
 from mnt.export.model.disentangler import LandmarkDisentangler
 from mnt.export.model.landmark_prior import random_stats
 from mnt.export.model.marionette import MarioNETte
+from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.files import atomic_path
 from mnt.runtime.landmarks import N_EXPRESSION, N_POINTS, LandmarkStats
 
@@ -146,7 +147,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Reference:
         stats = LandmarkStats(**{
             name: float(tensors[f"landmark_stats.{name}"]) if name == "lambda_exp"
             else tensors[f"landmark_stats.{name}"].numpy() for name in _STATS})
-    except ValueError as err:
+    except (ValueError, RuntimeStageError) as err:  # shapes, and values (NaN, zero spread)
         raise CheckpointError(f"checkpoint {path}: {err}") from err
     return Reference(config, generator.eval(), disentangler.eval(), stats)
 

@@ -8,6 +8,7 @@ the image size and the disentangler's backbone.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -23,6 +24,20 @@ class BackboneConfig:
     block: str = "bottleneck"  # "bottleneck" (ResNet-50 style) or "basic" (ResNet-18 style)
     layers: tuple[int, ...] = (3, 4, 6, 3)
     width: int = 64  # channels of the stem; stage i has width * 2**i (* 4 for bottleneck)
+
+    def __post_init__(self) -> None:
+        found = []
+        if self.block not in ("bottleneck", "basic"):
+            found.append(f"backbone.block is {self.block!r}, expected 'bottleneck' or 'basic'")
+        if not isinstance(self.layers, tuple) or not 1 <= len(self.layers) <= 6:
+            found.append(f"backbone.layers is {self.layers!r}, expected a list of 1 to 6 block counts")
+        else:
+            found += [p for i, n in enumerate(self.layers)
+                      if (p := _field_problem(f"backbone.layers[{i}]", n, int, (1, 64)))]
+        if problem := _field_problem("backbone.width", self.width, int, (1, 1024)):
+            found.append(problem)
+        if found:
+            raise ValueError("; ".join(found))
 
     @property
     def out_channels(self) -> int:
@@ -42,13 +57,17 @@ class ModelConfig:
     flow_init_std: float = 1e-3
 
     def __post_init__(self) -> None:
-        divisor = 2**TARGET_DOWN_BLOCKS
-        if self.image_size % divisor:
-            raise ValueError(f"image_size must be a multiple of {divisor}, got {self.image_size}")
-        if self.base_channels % 4 or self.max_channels < self.base_channels:
-            raise ValueError("base_channels must be a multiple of 4 and at most max_channels")
-        if self.backbone.block not in ("bottleneck", "basic"):
-            raise ValueError(f"unknown backbone block {self.backbone.block!r}")
+        # A checkpoint's config is untrusted input: every field is checked here, by value,
+        # before a layer is built from it (torch and OpenCV would fail later, unclearly).
+        found = [problem for name, kind, allowed in _FIELDS
+                 if (problem := _field_problem(name, getattr(self, name), kind, allowed))]
+        if not found and self.max_channels < self.base_channels:
+            found.append(f"max_channels is {self.max_channels}, expected at least base_channels "
+                         f"({self.base_channels})")
+        if not isinstance(self.backbone, BackboneConfig):
+            found.append(f"backbone is {type(self.backbone).__name__}, expected an object")
+        if found:
+            raise ValueError("; ".join(found))
 
     def channels(self, level: int) -> int:
         """Channels after `level` downsamplings: doubling from base_channels, capped."""
@@ -65,14 +84,47 @@ class ModelConfig:
             raise ValueError(f"unknown config fields {unknown}")
         values = dict(data)
         if "backbone" in values:
-            backbone = dict(values["backbone"])
-            backbone["layers"] = tuple(backbone.get("layers", BackboneConfig.layers))
-            values["backbone"] = BackboneConfig(**backbone)
+            backbone = values["backbone"]
+            if not isinstance(backbone, dict):
+                raise ValueError(f"backbone is {type(backbone).__name__}, expected an object")
+            unknown = sorted(set(backbone) - {f.name for f in fields(BackboneConfig)})
+            if unknown:
+                raise ValueError(f"unknown backbone fields {unknown}")
+            layers = backbone.get("layers", BackboneConfig.layers)
+            values["backbone"] = BackboneConfig(**{
+                **backbone, "layers": tuple(layers) if isinstance(layers, list | tuple) else layers})
         return cls(**values)
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
         return cls.from_dict(json.loads(text))
+
+
+# Each field: (name, type, (lowest, highest)); image_size is also a multiple of 2**5 (the
+# target encoder's five downsamplings), base_channels of 4 (the attention's heads).
+_FIELDS: tuple[tuple[str, type, tuple[float, float]], ...] = (
+    ("image_size", int, (32, 2048)),
+    ("base_channels", int, (4, 1024)),
+    ("max_channels", int, (4, 4096)),
+    ("disentangler_hidden", int, (1, 4096)),
+    ("flow_init_std", float, (0.0, 1.0)),
+)
+_MULTIPLES = {"image_size": 2**TARGET_DOWN_BLOCKS, "base_channels": 4}
+
+
+def _field_problem(name: str, value: Any, kind: type, allowed: tuple[float, float]) -> str | None:
+    """What is wrong with one field's value (None if nothing): its type, range and step."""
+    lo, hi = allowed
+    multiple = _MULTIPLES.get(name)
+    expected = (f"an integer from {lo} to {hi}" + (f", a multiple of {multiple}" if multiple else "")
+                if kind is int else f"a finite number from {lo} to {hi}")
+    ok_type = isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        ok_type = (ok_type or isinstance(value, float)) and math.isfinite(float(min(value, 2.0)))
+    if not ok_type or not lo <= value <= hi or (multiple and value % multiple):
+        shown = repr(value)
+        return f"{name} is {shown[:40] + '...' if len(shown) > 40 else shown}, expected {expected}"
+    return None
 
 
 PRESETS: dict[str, ModelConfig] = {
