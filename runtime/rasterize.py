@@ -7,7 +7,6 @@ of the eight groups is drawn as a polyline in its fixed colour.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from mnt.runtime.errors import RuntimeStageError
@@ -41,6 +40,9 @@ def rasterize(landmarks: np.ndarray, size: int = 256) -> np.ndarray:
     fixed = np.round(xy * (1 << _SHIFT)).astype(np.int32)
     image = np.zeros((size, size, 3), np.uint8)
     thickness = max(1, size // 128)
+    import cv2  # here, not above: `mnt.runtime` imports this module, and must import without
+    # OpenCV where its non-headless wheel cannot load (Triton's images have no libGL)
+
     for name, (lines, closed) in GROUPS.items():
         polylines = [fixed[list(line)] for line in lines]
         cv2.polylines(image, polylines, closed, COLORS[name], thickness, cv2.LINE_AA, _SHIFT)

@@ -2,10 +2,13 @@
 
 The network is strongly typed: TensorRT compiles the FP16/FP32 types written in the ONNX
 graph as they are and never lowers or raises a precision, so no precision flags are set.
-One optimisation profile covers the dynamic axes (K or N = 1..8). Each build reads and
-extends a timing cache file, and every engine lands in an engine cache keyed by
-`build_key`: the ONNX hash, the build settings, the TensorRT version, the GPU's compute
-capability and the hash of the kernel library whose PTX a plugin engine embeds.
+Optimisation profiles split the dynamic axis (K or N = 1..8) into ranges, each tuned for
+its own optimum (K = 1, 4, 8 by default), and the runtime picks the one holding a call's K.
+TensorRT-RTX engines are built with REQUIRE_USER_ALLOCATION, which makes their inference
+capturable in a CUDA graph. Each build reads and extends a timing cache file, and every
+engine lands in an engine cache keyed by `build_key`: the ONNX hash, the build settings,
+the TensorRT version, the GPU's compute capability and the hash of the kernel library whose
+PTX a plugin engine embeds.
 
 `ops`: "native" builds the standard ONNX with TensorRT's own GridSample and attention
 layers; "plugins" builds the plugin-variant ONNX, whose `mnt::Warp` / `mnt::CrossAttention`
@@ -38,7 +41,14 @@ if TYPE_CHECKING:
 ENGINE_OPS = ("native", "plugins")
 # TensorRT-RTX's default targets: Ampere, Ada, Blackwell RTX GPUs (7.5, Turing, on request).
 RTX_CAPABILITIES = ("8.0", "8.6", "8.9", "12.0")
-KEY_VERSION = 2  # bump when the meaning of a key's inputs changes
+KEY_VERSION = 3  # bump when the meaning of a key's inputs changes (3: profiles, RTX user allocation)
+# TensorRT's known defects that touch this model (DESIGN.md section 7, with their trackers).
+# onnx-tensorrt reads GridSample-20's mode "linear" as nearest, silently: the exporter's
+# opset 18 spells it "bilinear" (GridSample-16), which imports right.
+GRID_SAMPLE_LINEAR_OPSET = 20
+# Since TensorRT 10.14.1.48 a grid sample kept in FP32 inside a strongly typed FP16 network
+# gives wrong output (pytorch/TensorRT 4074): this model's FP16 graphs have such islands.
+FP32_ISLAND_GRID_SAMPLE_DEFECT = (10, 14, 1, 48)
 Log = Callable[[str], None]
 
 
@@ -49,7 +59,8 @@ class EngineSettings:
     ops: str = "native"
     runtime: str = "tensorrt"  # or "tensorrt-rtx": portable engines, built without a GPU
     compute_capabilities: tuple[str, ...] = RTX_CAPABILITIES  # tensorrt-rtx only
-    opt: int = 1  # the profile's optimum for every dynamic axis: K = 1 is the common case
+    # One optimisation profile per optimum: K = 1 (one photo, the common case) up to 8.
+    opts: tuple[int, ...] = (1, 4, 8)
     optimization_level: int = 3  # TensorRT's default; 5 searches longer
     workspace_mib: int = 2048  # cap on the builder's scratch memory (Orin Nano has 8 GiB in all)
 
@@ -61,6 +72,8 @@ class EngineSettings:
                               f"{', '.join(RUNTIMES)}")
         if self.runtime == "tensorrt":  # its engines are for the GPU they are built on
             object.__setattr__(self, "compute_capabilities", ())
+        if not self.opts or list(self.opts) != sorted(set(self.opts)) or self.opts[0] < 1:
+            raise ExportError(f"profile optima {self.opts} must be rising and positive, e.g. (1, 4, 8)")
 
 
 @dataclass(frozen=True)
@@ -113,23 +126,35 @@ def current_target(settings: EngineSettings = EngineSettings()) -> BuildTarget:
     return BuildTarget(str(tensorrt_version()), probe.compute_capability, probe.name)
 
 
-def profile_shapes(info: ComponentInfo, opt: int) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """Input name -> (min, opt, max) shapes: each dynamic axis over its manifest range, its
-    optimum `opt` clamped into the range."""
-    shapes = {}
-    for t in info.inputs:
-        rows = []
-        for pick in ("min", "opt", "max"):
-            dims = []
-            for d in t.shape:
-                if isinstance(d, str):
-                    lo, hi = info.dims[d]
-                    dims.append({"min": lo, "opt": min(max(opt, lo), hi), "max": hi}[pick])
-                else:
-                    dims.append(d)
-            rows.append(tuple(dims))
-        shapes[t.name] = tuple(rows)
-    return shapes
+Profile = dict[str, tuple[tuple[int, ...], ...]]  # input name -> (min, opt, max) shapes
+
+
+def axis_ranges(lo: int, hi: int, opts: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """lo..hi split at the optima: (first, optimum, last) per range, each range running from
+    just above the previous optimum to its own (the last to hi); optima outside lo..hi are
+    clamped into it and merged."""
+    clamped = sorted({min(max(o, lo), hi) for o in opts})
+    ranges, start = [], lo
+    for i, o in enumerate(clamped):
+        end = hi if i == len(clamped) - 1 else o
+        ranges.append((start, o, end))
+        start = end + 1
+    return ranges
+
+
+def profile_shapes(info: ComponentInfo, opts: tuple[int, ...]) -> list[Profile]:
+    """The optimisation profiles of a component: one per range of `axis_ranges` over its
+    dynamic axis (a component with several dynamic axes, or none, gets one profile over
+    their whole ranges, tuned for the first optimum)."""
+    if len(info.dims) == 1:
+        (axis, (lo, hi)), = info.dims.items()
+        return [_profile(info, {axis: r}) for r in axis_ranges(lo, hi, opts)]
+    return [_profile(info, {d: (lo, min(max(opts[0], lo), hi), hi) for d, (lo, hi) in info.dims.items()})]
+
+
+def _profile(info: ComponentInfo, ranges: dict[str, tuple[int, int, int]]) -> Profile:
+    return {t.name: tuple(tuple(ranges[d][i] if isinstance(d, str) else d for d in t.shape)
+                          for i in range(3)) for t in info.inputs}
 
 
 def build_key(onnx_sha256: str, settings: EngineSettings, target: BuildTarget,
@@ -162,16 +187,19 @@ def engine_cache_path(key: str) -> Path:
 
 def build_engine(onnx_path: Path, info: ComponentInfo, settings: EngineSettings, target: BuildTarget,
                  out: Path, plugin_library_sha256: str | None = None,
-                 register_plugins: Callable[[], None] | None = None, log: Log = print) -> EngineInfo:
+                 register_plugins: Callable[[], None] | None = None, log: Log = print,
+                 opset: int | None = None) -> EngineInfo:
     """Build (or take from the engine cache) the engine of one component into `out`; -> its
     manifest entry. `register_plugins` registers mnt::Warp / mnt::CrossAttention with
-    TensorRT before the parser meets them (ops "plugins")."""
+    TensorRT before the parser meets them (ops "plugins"). `opset`: the ONNX's default-domain
+    opset (the manifest's), for the known-defect checks."""
     if settings.ops == "plugins" and register_plugins is None:
         raise ExportError(f"{info.name}: ops 'plugins' needs the kernel library's plugins")
     onnx_sha256 = sha256_file(onnx_path)
-    profile = profile_shapes(info, settings.opt)
+    profiles = profile_shapes(info, settings.opts)
     key = build_key(onnx_sha256, settings, target, plugin_library_sha256,
-                    {name: [list(s) for s in rows] for name, rows in profile.items()})
+                    {"profiles": [{name: [list(s) for s in rows] for name, rows in profile.items()}
+                                  for profile in profiles]})
     cached = engine_cache_path(key)
     if cached.is_file():
         log(f"{info.name}: engine taken from the cache ({cached})")
@@ -182,8 +210,8 @@ def build_engine(onnx_path: Path, info: ComponentInfo, settings: EngineSettings,
         label = RUNTIMES[target.runtime][1]
         gpus = ", ".join(f"sm_{cc.replace('.', '')}" for cc in target.compute_capability.split(","))
         log(f"{info.name}: building a {label} {target.tensorrt_version} engine for {gpus} ({settings.ops} "
-            f"ops, profile {_describe_profile(info)}) ...")
-        serialized = _compile(onnx_path, info, settings, target, profile, log)
+            f"ops, profile {_describe_profile(info, settings.opts)}) ...")
+        serialized = _compile(onnx_path, info, settings, target, profiles, log, opset)
         cached.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cached) as temporary:
             temporary.write_bytes(serialized)
@@ -288,13 +316,13 @@ def _build_engines(folder: Path, settings: EngineSettings, kernels: Path | None,
         file = f"{name}.rtx.engine" if rtx else f"{name}.engine"
         engine = build_engine(folder / info.file, info, replace(settings, ops=ops), target,
                               folder / file, plugin_sha if plugins else None,
-                              register if plugins else None, log)
+                              register if plugins else None, log, manifest.opset)
         components[name] = replace(info, engines={**info.engines, settings.runtime: engine})
     faces = {}  # the per-frame face networks (mediapipe's, converted): native layers, static shapes
     for name, info in manifest.faces.items():
         file = f"{name}.rtx.engine" if rtx else f"{name}.engine"
         engine = build_engine(folder / info.file, info, replace(settings, ops="native"), target,
-                              folder / file, log=log)
+                              folder / file, log=log, opset=manifest.opset)
         faces[name] = replace(info, engines={**info.engines, settings.runtime: engine})
     updated = replace(manifest, components=components, faces=faces,
                       versions={**manifest.versions, settings.runtime: target.tensorrt_version})
@@ -302,8 +330,12 @@ def _build_engines(folder: Path, settings: EngineSettings, kernels: Path | None,
     return updated
 
 
-def _describe_profile(info: ComponentInfo) -> str:
-    return ", ".join(f"{d} {lo}..{hi}" for d, (lo, hi) in info.dims.items()) or "static"
+def _describe_profile(info: ComponentInfo, opts: tuple[int, ...]) -> str:
+    if len(info.dims) != 1:
+        return ", ".join(f"{d} {lo}..{hi}" for d, (lo, hi) in info.dims.items()) or "static"
+    (axis, (lo, hi)), = info.dims.items()
+    return ", ".join(f"{axis} {a}..{b} (opt {o})" if a != b else f"{axis} {a}"
+                     for a, o, b in axis_ranges(lo, hi, opts))
 
 
 def plugin_onnx_bytes(onnx_path: Path) -> bytes:
@@ -333,8 +365,50 @@ def plugin_onnx_bytes(onnx_path: Path) -> bytes:
     return bytes(model.SerializeToString())
 
 
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'10.14.1.48' -> (10, 14, 1, 48); stops at the first part that is not a number."""
+    parts = []
+    for part in version.split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
+
+
+def check_known_defects(info: ComponentInfo, target: BuildTarget, opset: int | None,
+                        grid_sample_inputs: list[str], log: Log) -> None:
+    """Stop a build that a known TensorRT defect would make wrong, warn where one may.
+    `grid_sample_inputs`: the data type of each grid sample's input in the parsed network
+    ("float", "half")."""
+    if not grid_sample_inputs:
+        return
+    label = RUNTIMES[target.runtime][1]
+    if opset is not None and opset >= GRID_SAMPLE_LINEAR_OPSET:
+        raise ExportError(f"{info.name}: GridSample at opset {opset}, whose mode 'linear' {label}'s ONNX "
+                          "parser reads as nearest (onnx/onnx-tensorrt PR 1060): the engine would be wrong",
+                          hint="export at opset 18 or 19 (GridSample's mode 'bilinear'), as `mnt-export "
+                               "build` does: rebuild the folder with it")
+    defect = ".".join(map(str, FP32_ISLAND_GRID_SAMPLE_DEFECT))
+    if (target.runtime == "tensorrt" and info.precision == "fp16" and "float" in grid_sample_inputs
+            and version_tuple(target.tensorrt_version) >= FP32_ISLAND_GRID_SAMPLE_DEFECT):
+        log(f"{info.name}: warning: TensorRT {target.tensorrt_version} (>= {defect}) computes a grid "
+            "sample kept in FP32 inside an FP16 engine wrongly (pytorch/TensorRT 4074); check the "
+            "engine against the goldens (mnt-export verify), or build the FP32 folder or with an older "
+            "TensorRT")
+
+
+def _grid_sample_inputs(network: Any, trt: Any) -> list[str]:
+    """The input data type of every grid-sample layer of a parsed network."""
+    found = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type == trt.LayerType.GRID_SAMPLE:
+            found.append("float" if layer.get_input(0).dtype == trt.DataType.FLOAT else "half")
+    return found
+
+
 def _compile(onnx_path: Path, info: ComponentInfo, settings: EngineSettings, target: BuildTarget,
-             profile: dict[str, tuple[tuple[int, ...], ...]], log: Log) -> bytes:
+             profiles: list[Profile], log: Log, opset: int | None = None) -> bytes:
     trt = _module(target.runtime)
     logger = _logger(trt)
     builder = trt.Builder(logger)
@@ -349,6 +423,7 @@ def _compile(onnx_path: Path, info: ComponentInfo, settings: EngineSettings, tar
         label = RUNTIMES[target.runtime][1]
         raise ExportError(f"{info.name}: {label}'s ONNX parser rejected {onnx_path.name}: {errors}")
     _check_network_io(network, info, trt)
+    check_known_defects(info, target, opset, _grid_sample_inputs(network, trt), log)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
     config.builder_optimization_level = settings.optimization_level
@@ -358,19 +433,22 @@ def _compile(onnx_path: Path, info: ComponentInfo, settings: EngineSettings, tar
         config.num_compute_capabilities = len(capabilities)
         for i, cc in enumerate(capabilities):
             config.set_compute_capability(getattr(trt.ComputeCapability, "SM" + cc.replace(".", "")), i)
-    optimisation = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in profile.items():
-        optimisation.set_shape(name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
-    config.add_optimization_profile(optimisation)
+        # Without it TensorRT-RTX may allocate during inference, which a CUDA graph cannot hold.
+        config.set_flag(trt.BuilderFlag.REQUIRE_USER_ALLOCATION)
+    for profile in profiles:  # (the runtime picks the one whose range holds a call's shapes)
+        optimisation = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in profile.items():
+            optimisation.set_shape(name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
+        config.add_optimization_profile(optimisation)
     # TensorRT-RTX's ahead-of-time build times no tactics (no GPU needed), so it keeps no
     # timing cache: one it wrote fails to load again without a GPU.
     timing_path = timing_cache_path(target) if target.runtime == "tensorrt" else None
-    if timing_path is not None:
-        timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
-        config.set_timing_cache(timing, False)
+    # (the cache must live until the engine is built)
+    timing = None if timing_path is None else attach_timing_cache(config, timing_path, info.name, log)
     monitor = _progress_monitor(info.name, log, trt)
     config.progress_monitor = monitor
     serialized = builder.build_serialized_network(network, config)
+    del timing
     if serialized is None:
         why = logger.errors[-1] if logger.errors else "see its log above"
         if target.runtime == "tensorrt-rtx":
@@ -388,6 +466,22 @@ def _compile(onnx_path: Path, info: ComponentInfo, settings: EngineSettings, tar
         with atomic_path(timing_path) as temporary:
             temporary.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
     return bytes(memoryview(serialized))
+
+
+def attach_timing_cache(config: Any, path: Path, component: str, log: Log) -> Any:
+    """The timing cache read from `path` (empty if none), attached to the builder config;
+    one that does not fit this GPU and TensorRT (set_timing_cache returns False) is
+    replaced by an empty one. -> the cache (it must live until the engine is built)."""
+    timing = config.create_timing_cache(path.read_bytes() if path.is_file() else b"")
+    if config.set_timing_cache(timing, False):
+        return timing
+    log(f"{component}: the timing cache {path} does not fit this GPU and TensorRT; timing afresh "
+        "(the file is replaced after the build)")
+    timing = config.create_timing_cache(b"")
+    if not config.set_timing_cache(timing, False):
+        raise ExportError(f"{component}: TensorRT refused a new, empty timing cache",
+                          hint=f"delete {path} and rebuild")
+    return timing
 
 
 def _logger(trt: Any) -> Any:

@@ -7,7 +7,9 @@ per binding of the dynamic axes (K = 1..8) and reused; with `cuda_graph` the enq
 each binding is captured once into a CUDA graph and replayed. A graph replays the state its
 execution context had at capture, so then each binding owns a context (all of them on one
 shared device-memory allocation: they run one at a time on one stream), and a binding whose
-capture fails runs plain enqueues instead, as trtexec does.
+capture fails runs plain enqueues instead, as trtexec does. (TensorRT-RTX captures whole
+graphs itself: its backend sets that strategy instead of capturing.) An engine with several
+optimisation profiles (K ranges) runs each binding on the profile whose range holds it.
 
 The engine is shared; everything above is per stream (`_Lane`: its CUDA stream, context,
 bindings and buffers), so streams with states of their own (`new_state`) run concurrently.
@@ -110,7 +112,8 @@ class _Binding:
     host: dict[str, np.ndarray]
     device: dict[str, int]
     host_pointers: list[int]
-    context: Any = None  # None: the backend's one context (no CUDA graphs)
+    context: Any = None  # None: the lane's one context (no manual CUDA graph capture)
+    profile: int = 0  # the engine's optimisation profile whose ranges hold these shapes
     graph: Any = None
     graph_exec: Any = None
     capture_error: str | None = None  # the capture failed: plain enqueues on this binding
@@ -128,11 +131,13 @@ class _Lane:
     bindings: dict[tuple[tuple[str, int], ...], _Binding] = field(default_factory=dict)
     context_memory: int | None = None  # what the bindings' contexts share (cuda_graph)
     context_memory_size: int = 0
+    keep: list[Any] = field(default_factory=list)  # what its contexts need alive (runtime configs)
 
 
 class TensorRTBackend(Backend):
     RUNTIME = "tensorrt"  # which engine of the component, and which module runs it (RUNTIMES)
     STATEFUL = True
+    RUNTIME_CAPTURES_GRAPHS = False  # True: cuda_graph is the runtime's own strategy, not a capture here
 
     def __init__(self, component: ComponentInfo, folder: str | Path, cuda_graph: bool = False,
                  device: int = 0) -> None:
@@ -144,6 +149,10 @@ class TensorRTBackend(Backend):
         self._lane: _Lane | None = None  # for calls without a state
         self._lanes_lock = threading.Lock()
         self._trt: Any = None  # the module that loaded the engine
+
+    @property
+    def _manual_capture(self) -> bool:
+        return self.cuda_graph and not self.RUNTIME_CAPTURES_GRAPHS
 
     @property
     def _bindings(self) -> dict[tuple[tuple[str, int], ...], _Binding]:
@@ -175,9 +184,11 @@ class TensorRTBackend(Backend):
         assert self.engine is not None
         with self._lanes_lock:  # (TensorRT-RTX's contexts share one runtime cache, made on first use)
             _check(self._cudart.cudaSetDevice(self.device), "cudaSetDevice")  # (the calling thread's)
-            # With CUDA graphs each binding gets its own context instead (_binding_context).
-            context = None if self.cuda_graph else self._create_context(self.engine)
-            return _Lane(stream=_check(self._cudart.cudaStreamCreate(), "cudaStreamCreate"), context=context)
+            lane = _Lane(stream=_check(self._cudart.cudaStreamCreate(), "cudaStreamCreate"))
+            # With captured graphs each binding gets its own context instead (_binding_context).
+            if not self._manual_capture:
+                lane.context = self._create_context(self.engine, lane.keep)
+            return lane
 
     def new_state_impl(self, state: BackendState) -> _Lane:
         return self._new_lane()
@@ -185,8 +196,9 @@ class TensorRTBackend(Backend):
     def release_state_impl(self, state: BackendState) -> None:
         self._release_lane(state.impl)
 
-    def _create_context(self, engine: Any) -> Any:
-        """An execution context of the engine (TensorRT-RTX adds its runtime cache here)."""
+    def _create_context(self, engine: Any, keep: list[Any]) -> Any:
+        """An execution context of the engine (TensorRT-RTX adds its runtime config here, and
+        puts it in `keep`, which lives as long as the context)."""
         return engine.create_execution_context()
 
     def _check_io(self, trt: Any, engine: trt.ICudaEngine) -> None:
@@ -238,6 +250,7 @@ class TensorRTBackend(Backend):
     def _enqueue(self, lane: _Lane, binding: _Binding) -> None:
         context = binding.context if binding.context is not None else lane.context
         assert context is not None
+        self._use_profile(context, binding.profile, lane)
         for name, pointer in binding.device.items():
             context.set_tensor_address(name, pointer)
         for t in self.component.inputs:
@@ -249,10 +262,12 @@ class TensorRTBackend(Backend):
               ready: Mapping[str, np.ndarray]) -> _Binding:
         """Allocate the buffers of one binding of the dynamic axes (and, with CUDA graphs, its
         own context and graph)."""
-        context = self._binding_context(lane) if self.cuda_graph else lane.context
+        context = self._binding_context(lane) if self._manual_capture else lane.context
         assert context is not None
         cudart = self._cudart
         shapes = {name: array.shape for name, array in ready.items()}
+        profile = self._profile_for(shapes)
+        self._use_profile(context, profile, lane)
         for name, shape in shapes.items():
             if not context.set_input_shape(name, shape):
                 raise RuntimeStageError(f"{self.component.name}: the engine rejects input {name} of "
@@ -261,7 +276,8 @@ class TensorRTBackend(Backend):
         for t in self.component.outputs:
             dims = context.get_tensor_shape(t.name)
             shapes[t.name] = tuple(int(dims[i]) for i in range(len(dims)))
-        binding = _Binding(host={}, device={}, host_pointers=[], context=context if self.cuda_graph else None)
+        binding = _Binding(host={}, device={}, host_pointers=[],
+                           context=context if self._manual_capture else None, profile=profile)
         dtypes = {t.name: np.dtype(t.dtype) for t in (*self.component.inputs, *self.component.outputs)}
         try:
             for name, shape in shapes.items():
@@ -272,7 +288,7 @@ class TensorRTBackend(Backend):
                 raw = memoryview((ctypes.c_byte * nbytes).from_address(pointer)).cast("B")
                 binding.host[name] = np.frombuffer(raw, dtype=dtypes[name]).reshape(shape)
             binding.outputs = {t.name: binding.host[t.name] for t in self.component.outputs}
-            if self.cuda_graph:
+            if self._manual_capture:
                 self._capture(lane, binding)
         except BaseException:  # nothing half-made stays cached: the next call starts over
             self._release(binding)
@@ -288,13 +304,40 @@ class TensorRTBackend(Backend):
             size = int(self.engine.device_memory_size_v2)
             lane.context_memory = int(_check(self._cudart.cudaMalloc(max(size, 1)), "cudaMalloc"))
             lane.context_memory_size = size
-        context = self._graph_context(self.engine)
+        context = self._graph_context(self.engine, lane.keep)
         if context is None:
             raise RuntimeStageError(f"{self.component.name}: TensorRT could not create an execution context "
                                     "(its log above says why)")
         context.set_device_memory(lane.context_memory, lane.context_memory_size)
         return context
-    def _graph_context(self, engine: Any) -> Any:
+
+    def _profile_for(self, shapes: Mapping[str, tuple[int, ...]]) -> int:
+        """The engine's optimisation profile whose ranges hold `shapes` (0 with one profile)."""
+        assert self.engine is not None
+        count = int(getattr(self.engine, "num_optimization_profiles", 1))
+        if count <= 1:
+            return 0
+        for profile in range(count):
+            fits = True
+            for name, shape in shapes.items():
+                low, _, high = (tuple(int(dims[i]) for i in range(len(dims)))
+                                for dims in self.engine.get_tensor_profile_shape(name, profile))
+                fits = fits and all(lo <= d <= hi for lo, d, hi in zip(low, shape, high, strict=True))
+            if fits:
+                return profile
+        raise RuntimeStageError(f"{self.component.name}: no optimisation profile of the engine holds "
+                                f"inputs of shapes {dict(shapes)}",
+                                hint=rebuild_hint(self.folder, self.RUNTIME))
+
+    def _use_profile(self, context: Any, profile: int, lane: _Lane) -> None:
+        """Switch `context` to `profile` (a no-op on one-profile engines); the shapes are set
+        again after it, as TensorRT asks."""
+        if profile != int(getattr(context, "active_optimization_profile", 0) or 0):
+            if not context.set_optimization_profile_async(profile, int(lane.stream)):
+                raise RuntimeStageError(
+                    f"{self.component.name}: TensorRT refused optimisation profile {profile}")
+
+    def _graph_context(self, engine: Any, keep: list[Any]) -> Any:
         """An execution context without device memory of its own, for one binding (the
         USER_MANAGED strategy: TensorRT >= 10.0 and TensorRT-RTX have it, unlike
         create_execution_context_without_device_memory)."""
@@ -353,6 +396,10 @@ class TensorRTBackend(Backend):
             cudart.cudaFreeHost(pointer)
         binding.device, binding.host_pointers, binding.host, binding.outputs = {}, [], {}, {}
 
+    def _release_engine_objects(self) -> None:
+        """Drop what the engine made beyond contexts, before the engine (TensorRT-RTX: its
+        runtime cache)."""
+
     def _release_lane(self, lane: _Lane) -> None:
         cudart = self._cudart
         if cudart is not None:
@@ -364,12 +411,14 @@ class TensorRTBackend(Backend):
             cudart.cudaStreamDestroy(lane.stream)
         lane.bindings.clear()
         lane.context_memory = None
-        lane.context = None  # the context before the engine
+        lane.context = None  # the context before its runtime config, both before the engine
+        lane.keep.clear()
 
     def deactivate_impl(self) -> None:
         if self._lane is not None:
             self._release_lane(self._lane)
         self._lane = None
+        self._release_engine_objects()
         self.engine = None  # the engine before the runtime
         self._runtime = None
         self._trt = None

@@ -1,10 +1,18 @@
 """TensorRT-RTX backend: engines built on any machine (no GPU needed) for a list of RTX
 compute capabilities, compiled just-in-time for this GPU when first run.
 
-The same engine API as TensorRT's (the base class does buffers, copies and CUDA graphs);
-what differs is which module runs it, which engine of the component it takes, and the
-runtime cache that keeps the JIT-compiled kernels on disk between runs (one file per
-engine, under the cache folder), so only the first run of an engine on a GPU pays for it.
+The same engine API as TensorRT's (the base class does buffers, copies and profiles); what
+differs is which module runs it, which engine of the component it takes, and the runtime
+config every context is made from: it carries the runtime cache that keeps the
+JIT-compiled kernels on disk between runs (one file per engine, under the cache folder), so
+only the first run of an engine on a GPU pays for it, and with `cuda_graph` TensorRT-RTX's
+own whole-graph capture. No capture is made here: TensorRT-RTX specialises dynamic-shape
+kernels lazily (fallback kernels until the specialised ones are compiled), which a graph
+captured by hand would freeze; its own strategy captures when the kernels are ready. The
+engines are built with REQUIRE_USER_ALLOCATION, which that capture needs.
+
+A runtime config, and the runtime cache with the config it came from, live as long as the
+contexts made from them (the lane's `keep`, the backend's cache), and go before the engine.
 """
 
 from __future__ import annotations
@@ -25,16 +33,16 @@ def runtime_cache_path(engine_sha256: str, compute_capability: str) -> Path:
 
 class TensorRTRTXBackend(TensorRTBackend):
     RUNTIME = "tensorrt-rtx"
+    RUNTIME_CAPTURES_GRAPHS = True  # cuda_graph: CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
     _runtime_cache: Any = None  # the engine's one cache, shared by its contexts
+    _cache_config: Any = None  # the runtime config the cache was made from
     _cache_path: Path | None = None
 
-    def _create_context(self, engine: Any) -> Any:
-        return engine.create_execution_context(self._runtime_config(engine))
-
-    def _graph_context(self, engine: Any) -> Any:
+    def _create_context(self, engine: Any, keep: list[Any]) -> Any:
         config = self._runtime_config(engine)
-        config.set_execution_context_allocation_strategy(
-            self._trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        if self.cuda_graph:
+            config.cuda_graph_strategy = self._trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+        keep.append(config)  # the context runs on its config for its whole life
         return engine.create_execution_context(config)
 
     def _runtime_config(self, engine: Any) -> Any:
@@ -42,7 +50,8 @@ class TensorRTRTXBackend(TensorRTBackend):
         if self._runtime_cache is None:
             self._cache_path = runtime_cache_path(self.component.engines[self.RUNTIME].sha256,
                                                   self._compute_capability())
-            self._runtime_cache = engine.create_runtime_config().create_runtime_cache()
+            self._cache_config = engine.create_runtime_config()
+            self._runtime_cache = self._cache_config.create_runtime_cache()
             if self._cache_path.is_file():
                 self._runtime_cache.deserialize(self._cache_path.read_bytes())
         config = engine.create_runtime_config()
@@ -62,5 +71,7 @@ class TensorRTRTXBackend(TensorRTBackend):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(path) as temporary:
                     temporary.write_bytes(bytes(memoryview(cache.serialize())))
-            self._runtime_cache = None
-        super().deactivate_impl()
+        super().deactivate_impl()  # contexts and their configs, then the cache (below), then the engine
+
+    def _release_engine_objects(self) -> None:
+        self._runtime_cache = self._cache_config = None

@@ -7,6 +7,11 @@ own ONNX Runtime or TensorRT backends, where Triton places them.
 Triton's sequence batcher gives each request a leading batch axis of 1 (the model batches
 requests of different streams, so it declares max_batch_size); the interface is otherwise
 `mnt.runtime.serve.protocol`'s.
+
+Nothing here imports OpenCV at module level: Triton's server images have no libGL or
+libX11, so the non-headless `opencv-contrib-python` that mnt depends on fails to import
+there (server issues 3244, 6340). `initialize` imports it (through the hub) and, where it
+fails, says to install the headless wheel instead.
 """
 
 from __future__ import annotations
@@ -20,11 +25,22 @@ import numpy as np
 
 from mnt.runtime.backends.base import Backend, BackendState
 from mnt.runtime.errors import MntError, RuntimeStageError
-from mnt.runtime.hub import Hub
 from mnt.runtime.manifest import ComponentInfo, load_manifest
 from mnt.runtime.serve.protocol import CONTROLS, DATA, REFUSED, handle
 
 ARTIFACTS = "artifacts"  # the version folder's copy of the manifest and landmark statistics
+HEADLESS_OPENCV = ("pip uninstall -y opencv-contrib-python && "
+                   "pip install 'opencv-contrib-python-headless>=4.9,<4.12'")
+
+
+def import_opencv() -> None:
+    """Import OpenCV, or RuntimeStageError naming the headless wheel that loads without libGL."""
+    try:
+        import cv2  # noqa: F401
+    except ImportError as err:
+        raise RuntimeStageError(f"OpenCV does not import here ({err}); Triton's server images have no "
+                                "libGL, which the non-headless opencv-contrib-python needs",
+                                hint=f"in the image: {HEADLESS_OPENCV}") from err
 
 
 class TritonModelBackend(Backend):
@@ -70,6 +86,9 @@ class TritonPythonModel:
 
     def initialize(self, args: dict[str, str]) -> None:
         import triton_python_backend_utils as pb_utils
+
+        import_opencv()
+        from mnt.runtime.hub import Hub
 
         self._pb = pb_utils
         folder = Path(args["model_repository"]) / args["model_version"] / ARTIFACTS

@@ -13,12 +13,14 @@ START and END; mnt-serve has no sequence batcher, so the client sends them as in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mnt.runtime.errors import RuntimeStageError
-from mnt.runtime.hub import Hub
+
+if TYPE_CHECKING:  # (the hub needs OpenCV; the interface does not: bls imports it without)
+    from mnt.runtime.hub import Hub
 
 MODEL = "mnt_reenact"
 # What starts a refused request's error text: the client finds the reason behind it in

@@ -157,6 +157,11 @@ class FakeContext:
         self.memory: int | str | None = "own" if own_memory else None
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.addresses: dict[str, int] = {}
+        self.active_optimization_profile = 0
+
+    def set_optimization_profile_async(self, profile, stream):
+        self.active_optimization_profile, self.shapes = profile, {}  # shapes are set again after it
+        return 0 <= profile < self.engine.num_optimization_profiles
 
     def set_device_memory(self, pointer, size):
         assert len(self.cuda.device[pointer]) >= size
@@ -181,6 +186,9 @@ class FakeContext:
             cuda.end_capture_error = Err.cudaErrorStreamCaptureInvalidated
             return False
         shapes, addresses = dict(self.shapes), dict(self.addresses)
+        low, _, high = self.engine.profile_range(self.active_optimization_profile)
+        if not low <= shapes["x"][0] <= high:  # TensorRT refuses shapes outside the active profile
+            return False
 
         def run() -> None:
             if self.shapes != shapes:
@@ -200,6 +208,17 @@ class FakeContext:
 class FakeEngine:
     num_io_tensors = 2
     device_memory_size_v2 = 1 << 20
+    ks = ((1, 1, 8),)  # (min, opt, max) K of each optimisation profile
+
+    @property
+    def num_optimization_profiles(self) -> int:
+        return len(self.ks)
+
+    def profile_range(self, profile: int) -> tuple[int, int, int]:
+        return self.ks[profile]
+
+    def get_tensor_profile_shape(self, name, profile):
+        return [(k, 3) for k in self.ks[profile]]
 
     def __init__(self, cuda: FakeCudart) -> None:
         self.cuda = cuda
@@ -238,6 +257,7 @@ def fakes(tmp_path, monkeypatch):
     trt.TensorIOMode = SimpleNamespace(INPUT="input", OUTPUT="output")
     trt.nptype = lambda dtype: np.float32
     trt.ExecutionContextAllocationStrategy = SimpleNamespace(STATIC="static", USER_MANAGED="user-managed")
+    trt.CudaGraphStrategy = SimpleNamespace(DISABLED="disabled", WHOLE_GRAPH_CAPTURE="whole-graph")
     monkeypatch.setitem(__import__("sys").modules, "tensorrt", trt)
     path = tmp_path / "generator.engine"
     path.write_bytes(b"engine")
@@ -333,6 +353,7 @@ class FakeRuntimeConfig:
     def __init__(self) -> None:
         self.cache: FakeRuntimeCache | None = None
         self.strategy = "static"
+        self.cuda_graph_strategy = "disabled"
 
     def create_runtime_cache(self) -> FakeRuntimeCache:
         return FakeRuntimeCache()
@@ -379,6 +400,7 @@ def test_the_rtx_backend_keeps_its_jit_runtime_cache_on_disk(fakes, monkeypatch,
             np.testing.assert_array_equal(backend.infer({"x": _x(k)})["y"], _x(k) * 2 + 1)
         caches = {id(c.cache) for c in configs if c.cache is not None}
         assert len(caches) == 1  # one runtime cache per engine, whatever the contexts
+        assert "cudaStreamBeginCapture" not in cuda.calls  # TensorRT-RTX captures by itself
         backend.deactivate()
         assert path.read_bytes() == b"+jit" * run  # the second run started from the first's
         configs.clear()
@@ -412,3 +434,87 @@ def test_each_state_has_its_own_lane_and_uploads_its_resident_inputs_once(fakes,
     backend.deactivate()
     assert cuda.device == {} and cuda.host == {}
     assert all(ref() is None for ref in engine.contexts)
+
+
+def _rtx_backend(fakes, monkeypatch, tmp_path, cuda_graph: bool):
+    """(backend, configs made, contexts made) of a TensorRTRTXBackend on the fakes, whose
+    contexts note whether their runtime config is still alive when they run."""
+    import gc
+    import sys
+    from dataclasses import replace
+
+    from mnt.runtime import gpu
+    from mnt.runtime.backends.tensorrt_rtx import TensorRTRTXBackend
+    from mnt.runtime.manifest import EngineInfo
+
+    cuda, engine, _ = fakes
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", sys.modules["tensorrt"])
+    monkeypatch.setattr(gpu, "probe_gpu", lambda device=0: gpu.GpuProbe(1, "RTX 4090", "8.9"))
+    monkeypatch.setenv("MNT_CACHE_DIR", str(tmp_path / "cache"))
+    configs: list[weakref.ref] = []
+    contexts: list[tuple[FakeContext, weakref.ref]] = []
+
+    def runtime_config() -> FakeRuntimeConfig:
+        config = FakeRuntimeConfig()
+        configs.append(weakref.ref(config))
+        return config
+
+    def create(config: FakeRuntimeConfig) -> FakeContext:
+        context = engine._context(own_memory=config.strategy != "user-managed")
+        context.graphs = config.cuda_graph_strategy
+        run, config_ref = context.execute_async_v3, weakref.ref(config)
+
+        def execute(stream):
+            gc.collect()
+            assert config_ref() is not None, "a context ran after its runtime config was freed"
+            return run(stream)
+
+        context.execute_async_v3 = execute
+        contexts.append((context, config_ref))
+        return context
+
+    engine.create_runtime_config = runtime_config
+    engine.create_execution_context = create
+    rtx = EngineInfo("generator.rtx.engine", "cd" * 32, "1.7.1", "", None, "c" * 64, "native",
+                     "tensorrt-rtx", ("8.9",))
+    info = replace(INFO, engines={"tensorrt-rtx": rtx})
+    backend = TensorRTRTXBackend(info, tmp_path, cuda_graph=cuda_graph)
+    backend.activate()
+    return backend, configs, contexts
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_rtx_contexts_keep_their_runtime_config_and_graphs_are_tensorrt_rtxs_own(
+        fakes, monkeypatch, tmp_path, cuda_graph):
+    import gc
+
+    cuda, engine, _ = fakes
+    backend, configs, contexts = _rtx_backend(fakes, monkeypatch, tmp_path, cuda_graph)
+    state = backend.new_state()
+    for k in (1, 3, 1):
+        np.testing.assert_array_equal(backend.infer({"x": _x(k)})["y"], _x(k) * 2 + 1)
+        np.testing.assert_array_equal(backend.infer({"x": _x(k)}, state)["y"], _x(k) * 2 + 1)
+    assert len(contexts) == 2  # one per lane: TensorRT-RTX re-captures per shape itself
+    want = "whole-graph" if cuda_graph else "disabled"
+    assert [c.graphs for c, _ in contexts] == [want, want]
+    assert "cudaStreamBeginCapture" not in cuda.calls and not cuda.graphs
+    gc.collect()
+    assert all(ref() is not None for ref in configs)  # the cache's config too
+    state.close()
+    backend.deactivate()
+    del contexts[:]
+    gc.collect()
+    assert all(ref() is None for ref in configs) and all(ref() is None for ref in engine.contexts)
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_each_binding_runs_on_the_profile_whose_range_holds_its_k(fakes, cuda_graph):
+    cuda, engine, make = fakes
+    engine.ks = ((1, 1, 1), (2, 4, 4), (5, 8, 8))  # the builder's default split
+    backend = make(cuda_graph=cuda_graph)
+    for k in (1, 3, 8, 1, 4, 6):
+        np.testing.assert_array_equal(backend.infer({"x": _x(k)})["y"], _x(k) * 2 + 1)
+    assert {b.profile for b in backend._bindings.values()} == {0, 1, 2}
+    assert {k[0][1]: b.profile for k, b in backend._bindings.items()} == {1: 0, 3: 1, 4: 1, 8: 2, 6: 2}
+    backend.deactivate()
+    assert cuda.device == {} and cuda.host == {}

@@ -110,7 +110,7 @@ def test_build_key_changes_with_each_of_its_inputs():
     variants = [
         {"onnx_sha256": "b" * 64},
         {"settings": EngineSettings(ops="plugins")},
-        {"settings": EngineSettings(opt=4)},
+        {"settings": EngineSettings(opts=(1, 4))},
         {"settings": EngineSettings(optimization_level=5)},
         {"settings": EngineSettings(workspace_mib=512)},
         {"target": BuildTarget("10.3.1", "8.7")},
@@ -127,13 +127,52 @@ def test_engine_settings_reject_unknown_ops():
         EngineSettings(ops="cudnn")
 
 
-def test_profile_covers_k_1_to_8_with_the_optimum_clamped(folder):
-    generator = load_manifest(folder).components["generator"]
-    shapes = profile_shapes(generator, opt=4)
-    lo, opt, hi = shapes["keys_0"]
-    assert (lo[0], opt[0], hi[0]) == (1, 4, 8) and lo[1:] == opt[1:] == hi[1:]
-    assert shapes["driver_landmarks"] == ((1, 3, 256, 256),) * 3  # static inputs stay static
-    assert profile_shapes(generator, opt=20)["keys_0"][1][0] == 8
+def test_profiles_split_k_1_to_8_each_tuned_for_its_own_optimum(folder):
+    manifest = load_manifest(folder)
+    generator = manifest.components["generator"]
+    profiles = profile_shapes(generator, EngineSettings().opts)
+    ks = [tuple(rows[i][0] for i in range(3)) for rows in (p["keys_0"] for p in profiles)]
+    assert ks == [(1, 1, 1), (2, 4, 4), (5, 8, 8)]  # K = 1 alone; every K in exactly one range
+    first, _, last = profiles[1]["keys_0"]
+    assert first[1:] == last[1:]  # only K varies
+    assert all(p["driver_landmarks"] == ((1, 3, 256, 256),) * 3 for p in profiles)  # static stays static
+    assert [p["keys_0"][1][0] for p in profile_shapes(generator, (4, 20))] == [4, 8]  # clamped into 1..8
+    assert engine.axis_ranges(1, 8, (1,)) == [(1, 1, 8)]
+    face = next(iter(manifest.faces.values()))
+    assert len(profile_shapes(face, (1, 4, 8))) == 1  # no dynamic axis: one profile
+
+
+def test_profile_optima_must_rise():
+    with pytest.raises(ExportError, match="must be rising and positive"):
+        EngineSettings(opts=(4, 1))
+
+
+class FakeBuilderConfig:
+    """TensorRT's timing-cache calls: set_timing_cache refuses a cache made from bytes of
+    another GPU or TensorRT (returns False), as TensorRT's does."""
+
+    def __init__(self) -> None:
+        self.attached: list[bytes] = []
+
+    def create_timing_cache(self, data: bytes) -> bytes:
+        return data
+
+    def set_timing_cache(self, cache: bytes, ignore_mismatch: bool) -> bool:
+        assert ignore_mismatch is False
+        self.attached.append(cache)
+        return cache in (b"", b"this gpu")
+
+
+def test_a_timing_cache_of_another_gpu_is_replaced_by_an_empty_one(tmp_path):
+    path, lines, config = tmp_path / "timing.cache", [], FakeBuilderConfig()
+    path.write_bytes(b"another gpu")
+    assert engine.attach_timing_cache(config, path, "generator", lines.append) == b""
+    assert config.attached == [b"another gpu", b""]
+    assert len(lines) == 1 and "does not fit this GPU and TensorRT; timing afresh" in lines[0]
+    path.write_bytes(b"this gpu")
+    lines.clear()
+    assert engine.attach_timing_cache(FakeBuilderConfig(), path, "generator", lines.append) == b"this gpu"
+    assert lines == []
 
 
 def test_manifest_round_trips_an_engine_entry(folder, tmp_path):
