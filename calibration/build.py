@@ -32,7 +32,8 @@ from mnt.export.model.components import COMPONENTS, component_modules
 from mnt.export.onnx.build import GATE_KS, build_into, check_faces, parity_faces
 from mnt.export.onnx.goldens import GOLDEN_K, write_golden
 from mnt.export.onnx.parity import measure
-from mnt.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from mnt.runtime.backends.onnxruntime import INT8_EXACT, OnnxRuntimeBackend
+from mnt.runtime.cpu import int8_path
 from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.files import sha256_file, staged_folder
 from mnt.runtime.manifest import STATS_NAME, ComponentInfo, Manifest, check_hashes, load_manifest
@@ -169,6 +170,7 @@ def build_int8_into(folder: Path, checkpoint: Path, reference: Reference, faces:
         "components": {n: _calibration_entry(p, kept_whole.get(n)) for n, p in plans.items()},
         "search_frames": options.search_frames,
         "end_to_end_gate_psnr_db": E2E_GATE_DB,
+        "measured_on": measured_on(),
     }
     manifest = Manifest(
         tool_version=version("mnt"), checkpoint_sha256=fp32_manifest.checkpoint_sha256, precision="int8",
@@ -181,6 +183,7 @@ def build_int8_into(folder: Path, checkpoint: Path, reference: Reference, faces:
         f"(min {e2e['psnr_db']['min']}), SSIM mean {e2e['ssim']['mean']}")
     report = {
         "checkpoint_sha256": manifest.checkpoint_sha256, "sample": data.sample(),
+        "measured_on": calibration["measured_on"],
         "components": {n: {"precision": components[n].precision, "accuracy": errors[n],
                            "sensitivity": plans[n].to_json(), "kept_fp32_whole": kept_whole.get(n),
                            "qdq_nodes": qdq_counts(folder / components[n].file)} for n in COMPONENTS},
@@ -199,6 +202,17 @@ def build_int8_into(folder: Path, checkpoint: Path, reference: Reference, faces:
     shutil.rmtree(cache)
     manifest.write(folder)
     return manifest
+
+
+def measured_on() -> dict:
+    """Where the INT8 figures were measured: ONNX Runtime's CPU INT8 path. With exact
+    products asked for where the kernels saturate, every x86 path gives the same integers."""
+    import onnxruntime as ort
+
+    path = int8_path()
+    return {"cpu": path.cpu, "int8_path": path.name, "onnxruntime": ort.__version__,
+            # set by session_options where the path saturates: u8 x u8 kernels
+            INT8_EXACT[0]: path.saturates is not False}
 
 
 def _calibration_entry(plan: Plan, kept_whole: str | None) -> dict:

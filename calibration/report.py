@@ -125,6 +125,16 @@ def write(folder: Path, report: dict[str, Any]) -> list[str]:
     return [JSON_NAME, MARKDOWN_NAME]
 
 
+def _measured_on(where: dict[str, Any] | None) -> str:
+    if not where:
+        return "Measured on: not recorded."
+    how = "u8 x u8 kernels (`session.x64quantprecision`)" if where["session.x64quantprecision"] \
+        else "exact u8 x s8 kernels"
+    return (f"Measured in ONNX Runtime {where['onnxruntime']} on {where['cpu'] or 'an unnamed CPU'}, "
+            f"INT8 path {where['int8_path']}, {how}: every x86 path gives the same integers "
+            "(calibration/README.md).")
+
+
 def markdown(report: dict[str, Any]) -> str:
     sample = report["sample"]
     e2e = report["end_to_end"]
@@ -133,6 +143,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Checkpoint `{report['checkpoint_sha256'][:12]}`; calibration media `{sample['folder']}`: "
         f"{len(sample['frames'])} calibration frames, {len(sample['held_back'])} held-back frames, "
         f"{len(sample['target_sets'])} target sets (sample sha256 `{sample['sha256'][:12]}`).", "",
+        _measured_on(report.get("measured_on")), "",
         "## Per component (held-back inputs, the INT8 graph against PyTorch FP32)", "",
         "| component | output | SNR dB | NMSE | worst PSNR dB | gate dB | as built |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- |",

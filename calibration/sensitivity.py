@@ -32,6 +32,7 @@ import numpy as np
 from mnt.calibration.data import Feeds
 from mnt.calibration.quantize import Group, quantize
 from mnt.export.onnx.gates import Error, int8_gate
+from mnt.runtime.backends.onnxruntime import session_options
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,8 @@ class Evaluator:
         self.references = [[np.asarray(y, np.float64) for y in session.run(None, f)] for f in feeds]
 
     def _session(self, path: Path):
-        options = self.ort.SessionOptions()
-        options.log_severity_level = 3
+        # the runtime's options: INT8 products exact on every x86 CPU, as where it runs
+        options = session_options(self.ort)
         return self.ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, path: Path, quantized: tuple[str, ...]) -> Trial:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mnt.runtime.backends import registry
+from mnt.runtime.cpu import int8_path
 from mnt.runtime.gpu import cuda_version, probe_gpu, tensorrt_version
 from mnt.runtime.manifest import Manifest, load_manifest
 from mnt.runtime.versions import installed_versions
@@ -111,6 +112,13 @@ def _gpu() -> dict[str, Any]:
     return data
 
 
+def _cpu() -> dict[str, Any]:
+    """ONNX Runtime's INT8 kernels on this CPU (runtime.cpu; /proc/cpuinfo on Linux)."""
+    path = int8_path()
+    return {"model": path.cpu, "int8_path": path.name, "saturates": path.saturates,
+            "description": path.describe()}
+
+
 def _nvcc() -> dict[str, Any]:
     from mnt.kernels.build import find_nvcc
     from mnt.kernels.errors import KernelError
@@ -171,6 +179,7 @@ def facts(artifacts: Path | None = None) -> dict[str, Any]:
             "dlib": _package("dlib", "dlib"),
         },
         "gpu": _gpu(),
+        "cpu": _cpu(),
         "nvcc": _attempt(_nvcc, {"path": None, "release": None, "reason": "probe failed"})[0],
         "backends": _backends(artifacts, manifest),
         "auto": _auto(artifacts, manifest),
@@ -205,6 +214,7 @@ def format_facts(found: dict[str, Any]) -> str:
         card = f"none ({gpu['reason']})"
     lines.append(f"GPU: {card}; CUDA driver {gpu['driver'] or 'none'}, CUDA runtime "
                  f"{gpu['runtime'] or 'none'}")
+    lines.append(f"CPU: {found['cpu']['model'] or 'unnamed'}; INT8 path {found['cpu']['description']}")
     if nvcc["release"]:
         lines.append(f"nvcc: {nvcc['path']}, {nvcc['release']}")
     else:

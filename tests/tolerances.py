@@ -91,3 +91,15 @@ FACE_PHOTO_MAX_PX = 0.05
 # instead of 1.5 moves points by pixels).
 FACE_TRACK_MEAN_PX = 0.15
 FACE_TRACK_P99_PX = 0.5
+
+# Issue 31, ONNX Runtime's u8 x s8 INT8 kernels on x86 without VNNI (AVX2, AVX-512 without
+# VNNI) add pairs of products in saturating 16 bits (calibration/README.md). Modelled in numpy
+# on the tiny disentangler's all-INT8 graph and its 6 search samples, saturation took the worst
+# output from 53.1 to 31.7 dB against FP32 (the AVX2-only EPYC of the issue measured 31.59 dB
+# in ONNX Runtime itself); 3 dB is far below that loss and far above rounding.
+U8S8_SATURATION_MIN_LOSS_DB = 3.0
+# The all-INT8 tiny disentangler's slack over its 30 dB gate on the search samples, where the
+# held-back test wants "no problem seen": about 23 dB here. The figure is the same on every
+# x86 CPU only because mnt's sessions ask for exact INT8 products where the kernels saturate;
+# without that the AVX2-only EPYC measured 1.59 dB.
+INT8_SEARCH_SLACK_MIN_DB = 10.0

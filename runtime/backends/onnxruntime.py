@@ -14,11 +14,28 @@ import numpy as np
 
 from mnt.runtime.backends.base import Backend, BackendState, resolve_shape
 from mnt.runtime.backends.mnt_ops import with_reference_ops
+from mnt.runtime.cpu import int8_path
 from mnt.runtime.errors import RuntimeStageError
 from mnt.runtime.manifest import ComponentInfo
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 EMPTY: Mapping[str, np.ndarray] = {}
+# On x86 CPUs without VNNI, ONNX Runtime's u8 x s8 kernels add pairs of INT8 products in
+# saturating 16-bit integers, so an INT8 graph would compute differently there (the tiny
+# disentangler: 53 -> 32 dB; calibration/README.md). "1" has ONNX Runtime turn weights outside
+# [-64, 64] into uint8 and run its exact u8 x u8 kernels instead (FP32 graphs are untouched).
+# Asked for only where the kernels saturate (or the CPU is unknown): on VNNI CPUs the u8 x s8
+# kernels are exact already and the u8 x u8 ones were 1.1-1.9x slower (measured here).
+INT8_EXACT = ("session.x64quantprecision", "1")
+
+
+def session_options(ort: Any) -> Any:
+    """The options every mnt session starts from: errors-only logging, exact INT8 products."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: no per-node constant-folding chatter
+    if int8_path().saturates is not False:
+        options.add_session_config_entry(*INT8_EXACT)
+    return options
 
 
 @dataclass
@@ -49,8 +66,7 @@ class OnnxRuntimeBackend(Backend):
             raise RuntimeStageError(
                 "onnxruntime is not installed",
                 hint="pip install 'mnt[cpu]' (or 'mnt[gpu]' on a CUDA machine, never both)") from err
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: no per-node constant-folding chatter
+        options = session_options(ort)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # No spinning between calls: a frame runs several sessions (face detector and mesh,
         # disentangler, generator; more with several streams) on the same cores, and each

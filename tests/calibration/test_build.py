@@ -61,6 +61,13 @@ def test_int8_build_passes_its_gate_and_records_its_calibration(int8_build):
         for kept in c["kept_in_higher_precision"] if c["precision"] == "int8" else ():
             assert kept["nodes"] and "quantised alone" in kept["why"]
     report = json.loads((out / "calibration_report.json").read_text())
+    # where the figures were measured (issue 31): this CPU's INT8 path, exact products on it
+    from mnt.runtime.cpu import int8_path
+
+    where = manifest.calibration["measured_on"]
+    assert where == report["measured_on"] and where["int8_path"] == int8_path().name
+    assert where["session.x64quantprecision"] == (int8_path().saturates is not False)
+    assert where["int8_path"] in (out / "calibration_report.md").read_text()
     assert report["end_to_end"]["frames"] == 2
     assert 0 < report["end_to_end"]["ssim"]["min"] <= 1
     assert report["components"]["generator"]["accuracy"]["outputs"]["image"]["snr_db"] > 0

@@ -12,7 +12,7 @@ from mnt.export.cli import main
 from mnt.runtime.backends import registry
 from tests.helpers import run_blocking
 
-KEYS = {"python", "mnt", "packages", "gpu", "nvcc", "backends", "auto"}
+KEYS = {"python", "mnt", "packages", "gpu", "cpu", "nvcc", "backends", "auto"}
 PACKAGES = {"numpy", "onnxruntime", "torch", "onnx", "tensorrt", "tensorrt_rtx", "cuda-python",
             "mediapipe", "dlib"}
 
