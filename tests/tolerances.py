@@ -103,3 +103,14 @@ U8S8_SATURATION_MIN_LOSS_DB = 3.0
 # x86 CPU only because mnt's sessions ask for exact INT8 products where the kernels saturate;
 # without that the AVX2-only EPYC measured 1.59 dB.
 INT8_SEARCH_SLACK_MIN_DB = 10.0
+
+# dlib's face network re-implemented in PyTorch (export/train/face_network.py) against
+# dlib-bin's compute_face_descriptor on the same 150 px chips: the same float32 arithmetic in
+# another order (convolutions folded with their affine layers); measured at most 2.8e-7 on
+# the six shared and packaged portraits, descriptors of norm ~1.4.
+FACE_DESCRIPTOR_MAX_ABS = 1e-5
+
+# The trainer's face chip is an upright square from the 68 points' box (a perceptual crop,
+# not dlib's aligned chip): its descriptor lies 0.11-0.46 from dlib's own (the painting s9
+# the farthest), so it must stay within dlib's same-person distance of 0.6.
+FACE_CHIP_DESCRIPTOR_DISTANCE = 0.6

@@ -44,13 +44,21 @@ VIDEOS_HELP = ("Folder of talking-head clips, one person per clip, or VoxCeleb's
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="small", show_default=True,
               help="Model size; 'small' (tiny's widths at 128x128) trains on a CPU.")
 @click.option("--steps", type=click.IntRange(min=0), default=3000, show_default=True,
-              help="Generator steps in all (a resumed run goes on to this count).")
+              help="Generator steps in all (a resumed run goes on to this count); 0 prepares "
+                   "the data and stops.")
 @click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--targets", "k", type=click.IntRange(1, 8), default=2, show_default=True,
               help="Targets per sample, K (the paper trains with 4).")
 @click.option("--lr-generator", type=float, default=5e-5, show_default=True, help="Adam, paper: 5e-5.")
 @click.option("--lr-discriminator", type=float, default=2e-4, show_default=True, help="Adam, paper: 2e-4.")
 @click.option("--disentangler-steps", type=click.IntRange(min=0), default=400, show_default=True)
+@click.option("--face-weight", type=click.FloatRange(min=0), default=4.0, show_default=True,
+              help="Weight of the face perceptual term: L1 between dlib's face-network activations "
+                   "of the generated and the real face (the identity extra's weights; 0: off).")
+@click.option("--flip/--no-flip", default=True, show_default=True,
+              help="Mirror half the training samples (images, landmarks and masks alike).")
+@click.option("--schedule", type=click.Choice(["constant", "cosine"]), default="constant",
+              show_default=True, help="Learning rates: constant, or cosine down to 10 %% at --steps.")
 @click.option("--holdout", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True,
               help="Share of every clip (its end) held back from training, for `evaluate`.")
 @click.option("--vgg19", type=click.Path(dir_okay=False, path_type=Path),
@@ -70,18 +78,21 @@ VIDEOS_HELP = ("Folder of talking-head clips, one person per clip, or VoxCeleb's
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Mixed precision by autocast (fp16 with loss scaling); the weights stay float32.")
 @click.option("--init", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Start a new run from this checkpoint's generator, disentangler and landmark "
-                   "statistics (fine-tuning; the discriminator starts afresh).")
+              help="Start a new run from a checkpoint's generator, disentangler and landmark "
+                   "statistics (the discriminator starts afresh), or from another run's "
+                   "train_state.safetensors (every network and optimiser go on, at this run's rates).")
 @click.option("--restart", is_flag=True, help="Discard OUT's saved state and start again.")
 def train(videos: Path, out: Path, data_cache: Path | None, preset: str, steps: int, batch: int, k: int,
-          lr_generator: float, lr_discriminator: float, disentangler_steps: int, holdout: float,
-          vgg19: Path | None, seed: int, sample_every: int, save_every: int, threads: int | None,
-          workers: int, device: str, precision: str, init: Path | None, restart: bool) -> None:
+          lr_generator: float, lr_discriminator: float, disentangler_steps: int, face_weight: float,
+          flip: bool, schedule: str, holdout: float, vgg19: Path | None, seed: int, sample_every: int,
+          save_every: int, threads: int | None, workers: int, device: str, precision: str,
+          init: Path | None, restart: bool) -> None:
     """Train a MarioNETte checkpoint by self-reenactment on VIDEOS (paper, supplement A4 and B).
 
     Example: mnt-export train --videos clips/ --out run/ --steps 3000. The landmark
     disentangler is trained first, then the generator against a projection discriminator.
-    Ctrl-C saves the state; the same command resumes. Data-parallel on several GPUs or CPU
+    Ctrl-C (or SIGTERM) in the generator's steps saves the state; the same command resumes
+    (the disentangler's short pretraining starts again if stopped). Data-parallel on several GPUs or CPU
     processes: torchrun --nproc_per_node N --no-python mnt-export train ... (--batch is the
     global batch, split over the processes; on several machines, add torchrun's --nnodes and
     --rdzv-endpoint and keep OUT and the data cache on a file system they share).
@@ -90,7 +101,7 @@ def train(videos: Path, out: Path, data_cache: Path | None, preset: str, steps: 
     from mnt.export.train.dataset import Dataset, find_videos, prepare
     from mnt.export.train.distributed import start, stop
     from mnt.export.train.runlog import LOG_FILE
-    from mnt.export.train.state import STATE_FILE
+    from mnt.export.train.state import STATE_FILE, is_state
     from mnt.export.train.trainer import CHECKPOINT_FILE, Settings, Trainer
 
     _threads(threads)
@@ -99,15 +110,18 @@ def train(videos: Path, out: Path, data_cache: Path | None, preset: str, steps: 
     try:
         settings = Settings(preset=preset, steps=steps, batch=batch, targets=k, lr_generator=lr_generator,
                             lr_discriminator=lr_discriminator, disentangler_steps=disentangler_steps,
+                            lambda_face=face_weight, flip=flip, schedule=schedule,
                             seed=seed, init=str(init) if init else "")
-        reference = load_checkpoint(init) if init is not None else None
+        from_state = init is not None and is_state(init)
+        reference = load_checkpoint(init) if init is not None and not from_state else None
         if restart and context.main:
             for name in (STATE_FILE, CHECKPOINT_FILE, LOG_FILE):
                 (out / name).unlink(missing_ok=True)
         started = time.perf_counter()
 
         def load() -> Dataset:
-            stats = Trainer.stats_from_state(out) or (reference.stats if reference else None)
+            stats = (Trainer.stats_from_state(out) or (reference.stats if reference else None)
+                     or (Trainer.stats_from_state(init) if from_state and init else None))
             return prepare(find_videos(videos), data_cache or out / "data", PRESETS[preset].image_size,
                            holdout, stats=stats, say=say, workers=workers if context.main else 1)
 
@@ -119,7 +133,11 @@ def train(videos: Path, out: Path, data_cache: Path | None, preset: str, steps: 
         counts = ", ".join(f"{c.name} {len(c.train)}/{len(c.held_back)}" for c in dataset.clips)
         say(f"{len(dataset.identities)} identities, {len(dataset.clips)} clips (training/held-back frames): "
             f"{counts}; {time.perf_counter() - started:.0f} s")
-        trainer = Trainer(dataset, out, settings, vgg19, say=_say, context=context, init=reference)
+        if steps == 0:
+            say("data prepared; --steps 0 trains nothing")
+            return
+        trainer = Trainer(dataset, out, settings, vgg19, say=_say, context=context,
+                          init=init if from_state else reference)
         if trainer.resume():
             say(f"resuming {out} at step {trainer.step}")
         trainer.run(sample_every=sample_every, save_every=save_every)

@@ -21,7 +21,7 @@ SAME_PERSON = 0.6  # dlib's threshold on the embeddings' Euclidean distance
 EXTRA_HINT = "install the identity extra: pip install 'mnt[identity]'"
 
 
-def _model_file(name: str) -> Path:
+def model_file(name: str) -> Path:
     # Located, not imported: the package's __init__ needs pkg_resources, which recent
     # setuptools no longer ship.
     spec = importlib.util.find_spec("face_recognition_models")
@@ -40,8 +40,8 @@ class FaceMetrics:
         except ImportError as err:
             raise ExportError("identity metrics need dlib", hint=EXTRA_HINT) from err
         self._dlib = dlib
-        self._shape = dlib.shape_predictor(str(_model_file("shape_predictor_68_face_landmarks.dat")))
-        network = _model_file("dlib_face_recognition_resnet_model_v1.dat")
+        self._shape = dlib.shape_predictor(str(model_file("shape_predictor_68_face_landmarks.dat")))
+        network = model_file("dlib_face_recognition_resnet_model_v1.dat")
         self._network = dlib.face_recognition_model_v1(str(network))
 
     def _detection(self, image: np.ndarray, landmarks: np.ndarray):  # noqa: ANN202 - dlib's type

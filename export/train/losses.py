@@ -97,3 +97,32 @@ def perceptual(network: VGG19Features, fake: torch.Tensor, real: torch.Tensor,
         real_features = network(real)
     terms = [_weighted_l1(f, r, mask) for f, r in zip(network(fake), real_features, strict=True)]
     return torch.stack(terms).mean()
+
+
+def face_chips(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, S, S) images in [-1, 1] -> (B, 3, size, size) chips of the (B, 3) boxes
+    (centre x, centre y, side in pixels) in [0, 255], bilinear: differentiable in the images."""
+    s = images.shape[-1]
+    theta = torch.zeros(len(images), 2, 3, dtype=images.dtype, device=images.device)
+    scale = boxes[:, 2] / s  # output [-1, 1] spans the box; input [-1, 1] spans S pixels
+    theta[:, 0, 0], theta[:, 1, 1] = scale, scale
+    theta[:, 0, 2] = (2 * boxes[:, 0] + 1) / s - 1  # pixel centres at integers
+    theta[:, 1, 2] = (2 * boxes[:, 1] + 1) / s - 1
+    grid = F.affine_grid(theta, [len(images), 3, size, size], align_corners=False)
+    chips = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return (chips + 1) * 127.5
+
+
+FACE_TAPS = 5  # the stem and the first four stages; the last stage is all but the descriptor
+
+
+def face_perceptual(network: nn.Module, fake: torch.Tensor, real: torch.Tensor,
+                    boxes: torch.Tensor) -> torch.Tensor:
+    """Mean over the face network's taps of the L1 between the activations of the generated
+    and the real face chips (the paper's VGG-VD-16 term, on dlib's face network)."""
+    from mnt.export.train.face_network import CHIP
+
+    with torch.no_grad():
+        real_features = network.features(face_chips(real, boxes, CHIP))[:FACE_TAPS]
+    fake_features = network.features(face_chips(fake, boxes, CHIP))[:FACE_TAPS]
+    return torch.stack([F.l1_loss(f, r) for f, r in zip(fake_features, real_features, strict=True)]).mean()

@@ -64,10 +64,23 @@ def load_state(path: Path, modules: dict[str, torch.nn.Module],
     except (SafetensorError, OSError, KeyError, ValueError) as err:
         raise ExportError(f"{path} is not a readable training state: {err}",
                           hint="pass --restart to start the run again") from err
-    for name, module in modules.items():
-        prefix = name + "."
-        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-    for name, optimizer in optimizers.items():
-        optimizer.load_state_dict(_unflatten_optimizer(name, tensors, groups[name]))
+    try:
+        for name, module in modules.items():
+            prefix = name + "."
+            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(_unflatten_optimizer(name, tensors, groups[name]))
+    except (RuntimeError, ValueError, KeyError) as err:  # another preset or model version
+        raise ExportError(f"{path} holds networks of another shape: {str(err).splitlines()[0]}",
+                          hint="give a state of the same --preset, or --restart") from err
     extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
     return extra, header
+
+
+def is_state(path: Path) -> bool:
+    """Whether `path` is a training state (not a checkpoint): its metadata has the header."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return "header" in (handle.metadata() or {})
+    except (SafetensorError, OSError):
+        return False

@@ -5,6 +5,7 @@ distributed run; every rank draws the same global batch and trains on its share)
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mnt.export.errors import ExportError
 from mnt.export.model.checkpoint import Reference, save_checkpoint
@@ -30,6 +32,12 @@ from mnt.runtime.landmarks import LandmarkStats, normalize
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CPU = Context(torch.device("cpu"))
+FACE_WEIGHT = 4.0  # the face term near 1.5x the pixel term's size (0.48 against 0.137 x 10)
+# The output's tanh is pushed out of saturation past this pre-activation: there no other loss
+# reaches it (the earlier demo model's top-left corner sat at up to 21, tanh's slope 1e-18,
+# and stayed a red patch through 8000 steps of L1).
+SATURATION = 3.0
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,10 @@ class Settings:
     lr_generator: float = 5e-5
     lr_discriminator: float = 2e-4
     lambda_perceptual: float = 10.0  # λP, on VGG19 features or, without them, on pixels
+    lambda_face: float = FACE_WEIGHT  # the face term, on dlib's face network (0: none)
     lambda_feature_matching: float = 10.0  # λFM
+    flip: bool = True  # mirror half the samples
+    schedule: str = "constant"  # or "cosine": both rates fall to 10 % at `steps`
     disentangler_steps: int = 400
     disentangler_batch: int = 32
     lr_disentangler: float = 3e-4
@@ -54,6 +65,12 @@ class Settings:
     def run_key(self) -> dict[str, object]:
         """What must match to resume a run (the step count may grow)."""
         return {k: v for k, v in asdict(self).items() if k != "steps"}
+
+    def rate(self, step: int) -> float:
+        """The learning rates' factor at `step` (of `steps`)."""
+        if self.schedule == "constant":
+            return 1.0
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * min(step / max(self.steps, 1), 1.0)))
 
 
 def _tensors(batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
@@ -102,8 +119,10 @@ class Trainer:
 
     def __init__(self, dataset: Dataset, out: Path, settings: Settings, vgg19: Path | None = None,
                  say: Callable[[str], None] = print, context: Context = CPU,
-                 init: Reference | None = None) -> None:
-        """`init`: a checkpoint whose generator and disentangler weights a new run starts from."""
+                 init: Reference | Path | None = None) -> None:
+        """`init`: a checkpoint whose generator and disentangler weights a new run starts
+        from, or a run's training state (every network and both optimisers: the run goes on
+        with this one's settings)."""
         self.dataset, self.out, self.settings, self.context = dataset, out, settings, context
         self.say = say if context.main else lambda _: None
         config = PRESETS[settings.preset]
@@ -113,28 +132,37 @@ class Trainer:
         if settings.batch % context.world:
             raise ExportError(f"--batch {settings.batch} does not split over {context.world} processes",
                               hint=f"give a multiple of {context.world} (the batch is the global one)")
-        if init is not None and init.config != config:
+        if isinstance(init, Reference) and init.config != config:
             raise ExportError(f"--init {settings.init} is not a {settings.preset} checkpoint",
                               hint="give the --preset it was trained with")
+        self.disentangler_done = False
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed)
             self.generator = MarioNETte(config).train()
             self.discriminator = Discriminator(config, len(dataset.identities)).train()
             torch.manual_seed(settings.seed)
             self.disentangler = LandmarkDisentangler(config).eval()
-        if init is not None:
+        if isinstance(init, Reference):
             self.generator.load_state_dict(init.generator.state_dict())
             self.disentangler.load_state_dict(init.disentangler.state_dict())
         for module in self._modules().values():
             module.to(context.device)
+        self._logits: torch.Tensor | None = None  # the output's pre-tanh values, last forward
+        self.generator.decoder.out.register_forward_hook(lambda _m, _i, out: setattr(self, "_logits", out))
         # Adam; the paper does not state betas: BigGAN's (0, 0.999), whose blocks it uses.
         self.opt_g = torch.optim.Adam(self.generator.parameters(), settings.lr_generator, betas=(0.0, 0.999))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), settings.lr_discriminator,
                                       betas=(0.0, 0.999))
+        if isinstance(init, Path):
+            self._continue(init)
         self.vgg = losses.VGG19Features(vgg19).to(context.device) if vgg19 is not None else None
+        self.face = None
+        if settings.lambda_face > 0:
+            from mnt.export.train.face_network import FaceNetwork, network_file
+
+            self.face = FaceNetwork(network_file()).to(context.device)
         self.scaler = context.scaler()
         self.step = 0
-        self.disentangler_done = False
 
     # --- state -----------------------------------------------------------------------
     def _modules(self) -> dict[str, torch.nn.Module]:
@@ -145,7 +173,22 @@ class Trainer:
         return {"opt_g": self.opt_g, "opt_d": self.opt_d}
 
     def perceptual_networks(self) -> str:
-        return "VGG19 (ImageNet)" if self.vgg is not None else "none (face-weighted pixel L1 instead)"
+        general = "VGG19 (ImageNet)" if self.vgg is not None else "face-weighted pixel L1 (no VGG19)"
+        face = f", dlib's face network x{self.settings.lambda_face:g}" if self.face is not None else ""
+        return general + face
+
+    def _continue(self, path: Path) -> None:
+        """Every network and optimiser from another run's state, at this run's rates."""
+        _, header = load_state(path, self._modules(), self._optimizers())
+        if header.get("clips") != [c.name for c in self.dataset.clips]:
+            raise ExportError(f"--init {path} was trained on other clips (its discriminator knows "
+                              f"{len(header.get('clips', []))} people)",
+                              hint="give a checkpoint instead (the discriminator then starts afresh)")
+        self.disentangler_done = bool(header["disentangler_done"])
+        for optimizer, rate in ((self.opt_g, self.settings.lr_generator),
+                                (self.opt_d, self.settings.lr_discriminator)):
+            for group in optimizer.param_groups:
+                group["lr"] = rate
 
     def save(self) -> None:
         if not self.context.main:
@@ -189,9 +232,10 @@ class Trainer:
         return True
 
     @staticmethod
-    def stats_from_state(out: Path) -> LandmarkStats | None:
-        """The statistics a run folder's state was trained with (so resuming reuses its crops)."""
-        path = out / STATE_FILE
+    def stats_from_state(where: Path) -> LandmarkStats | None:
+        """The statistics a run folder's (or a state file's) state was trained with (so
+        resuming reuses its crops)."""
+        path = where / STATE_FILE if where.is_dir() else where
         if not path.is_file():
             return None
         from safetensors.torch import load_file
@@ -225,8 +269,13 @@ class Trainer:
                 perceptual = losses.perceptual(self.vgg, fake, t["driver"], t["mask"])
             else:
                 perceptual = losses.pixel(fake, t["driver"], t["mask"])
+            face = (losses.face_perceptual(self.face, fake.float(), t["driver"], t["face_box"])
+                    if self.face is not None else torch.zeros(()))
+            assert self._logits is not None
+            saturation = F.relu(self._logits.float().abs() - SATURATION).mean()
             s = self.settings
-            loss_g = gan + s.lambda_perceptual * perceptual + s.lambda_feature_matching * fm
+            loss_g = (gan + s.lambda_perceptual * (perceptual + saturation) + s.lambda_face * face
+                      + s.lambda_feature_matching * fm)
         self.discriminator.requires_grad_(True)
         self.opt_g.zero_grad(set_to_none=True)
         scaler.scale(loss_g).backward()
@@ -236,20 +285,29 @@ class Trainer:
         # Power iteration runs on every rank alike; rank 0's vectors keep them bit-identical.
         ctx.broadcast(b for m in (self.generator, self.discriminator) for b in m.buffers())
         return ctx.mean({"d": loss_d.item(), "g": loss_g.item(), "gan": gan.item(), "fm": fm.item(),
-                         "perceptual": perceptual.item(),
+                         "perceptual": perceptual.item(), "face": face.item(),
+                         "saturation": saturation.item(),
                          "l1": torch.nn.functional.l1_loss(fake.detach().float(), t["driver"]).item()})
 
     def batch(self) -> Batch:
         """This process's share of the step's global batch (step-seeded: a resumed or a
         distributed run draws the same samples)."""
         s, ctx = self.settings, self.context
-        picks = training_picks(self.dataset, np.random.default_rng([s.seed, self.step]), s.batch, s.targets)
-        share = s.batch // ctx.world
-        return make_batch(self.dataset, picks[ctx.rank * share:(ctx.rank + 1) * share])
+        rng = np.random.default_rng([s.seed, self.step])
+        picks = training_picks(self.dataset, rng, s.batch, s.targets)
+        flips = rng.random(s.batch) < 0.5 if s.flip else np.zeros(s.batch, bool)
+        mine = slice(ctx.rank * (s.batch // ctx.world), (ctx.rank + 1) * (s.batch // ctx.world))
+        return make_batch(self.dataset, picks[mine], flips[mine])
 
     def _pretrain_disentangler(self) -> None:
         if self.context.main:
-            fit_disentangler(self.disentangler, self.dataset, self.settings, self.say, self.context.device)
+            try:
+                fit_disentangler(self.disentangler, self.dataset, self.settings, self.say,
+                                 self.context.device)
+            except KeyboardInterrupt:
+                self.say("interrupted during the landmark disentangler's pretraining (it is short and "
+                         "starts again on resume); nothing saved")
+                raise
         self.context.broadcast(self.disentangler.state_dict().values())
         self.disentangler_done = True
         self.save()
@@ -270,6 +328,7 @@ class Trainer:
         log = RunLog(self.out, self.step, self.say) if self.context.main else None
         try:
             while self.step < s.steps:
+                self._set_rates()
                 values = self.train_step(self.batch())
                 self.step += 1
                 if log is None:
@@ -280,20 +339,29 @@ class Trainer:
                     rate = (time.perf_counter() - started) / (self.step - first)
                     self.say(f"step {self.step}/{s.steps}  D {values['d']:.3f}  G {values['g']:.3f} "
                              f"(gan {values['gan']:.3f} fm {values['fm']:.3f} "
-                             f"perceptual {values['perceptual']:.4f})  l1 {values['l1']:.4f}  "
+                             f"perceptual {values['perceptual']:.4f} face {values['face']:.4f})  "
+                             f"l1 {values['l1']:.4f}  lr x{s.rate(self.step):.2f}  "
                              f"{rate:.2f} s/step, {rate * (s.steps - self.step) / 60:.0f} min left")
                 if self.step % sample_every == 0 or self.step == s.steps:
                     self.sample()
                 if self.step % save_every == 0:
                     self.save()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: exit 130 or 143 at the CLI
             self.save()
-            raise ExportError(f"interrupted at step {self.step}; state saved in {self.out}",
-                              hint="run the same command again to resume") from None
+            self.say(f"interrupted at step {self.step}; state saved in {self.out} (run the same "
+                     "command again to resume)")
+            raise
         finally:
             if log is not None:
                 log.close()
         self.save()
+
+    def _set_rates(self) -> None:
+        factor = self.settings.rate(self.step)
+        for optimizer, rate in ((self.opt_g, self.settings.lr_generator),
+                                (self.opt_d, self.settings.lr_discriminator)):
+            for group in optimizer.param_groups:
+                group["lr"] = rate * factor
 
     def sample(self) -> Path:
         """samples/step-N.png (rank 0): rows of target | driver landmarks | generated | ground

@@ -168,7 +168,8 @@ def test_a_few_training_steps_lower_the_loss(two_clips, tmp_path):
     assert [r["step"] for r in rows] == list(range(1, 13))
     l1 = [r["l1"] for r in rows]
     assert np.mean(l1[-3:]) < 0.85 * np.mean(l1[:3]), l1
-    assert "perceptual networks: none" in output
+    assert "perceptual networks: face-weighted pixel L1 (no VGG19), dlib's face network x4" in output
+    assert all(r["face"] > 0 and r["saturation"] >= 0 for r in rows)
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [
         "step-000004.png", "step-000008.png", "step-000012.png"]
     from mnt.export.model.checkpoint import load_checkpoint
@@ -215,11 +216,114 @@ def test_interrupting_saves_the_state(two_clips, tmp_path, monkeypatch):
         return real_step(batch)
 
     monkeypatch.setattr(trainer, "train_step", step_then_interrupt)
-    with pytest.raises(ExportError, match="interrupted at step 2"):
+    said: list[str] = []
+    trainer.say = said.append
+    with pytest.raises(KeyboardInterrupt):  # the CLI's exit 130 (143 for SIGTERM's Terminated)
         trainer.run()
+    assert "interrupted at step 2; state saved" in said[-1]
     again = Trainer(dataset, tmp_path, Settings(steps=5, batch=1, targets=1, disentangler_steps=2),
                     say=lambda _: None)
     assert again.resume() and again.step == 2 and again.disentangler_done
+
+
+@needs_clips
+def test_ctrl_c_exits_130_in_both_phases_and_steps_0_trains_nothing(two_clips, tmp_path, monkeypatch):
+    from mnt.export.train import trainer
+
+    videos, cache, _ = two_clips
+    base = ["train", "--videos", str(videos), "--data-cache", str(cache), "--batch", "1", "--targets", "1"]
+    result = CliRunner().invoke(export_cli, [*base, "--out", str(tmp_path / "zero"), "--steps", "0"])
+    assert result.exit_code == 0 and "trains nothing" in result.output
+    assert not (tmp_path / "zero").exists()
+
+    def interrupt(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    said = {}
+    for phase in ("fit_disentangler", "Trainer.train_step"):
+        with monkeypatch.context() as patch:
+            owner, _, name = phase.rpartition(".")
+            patch.setattr(getattr(trainer, owner) if owner else trainer, name, interrupt)
+            result = CliRunner().invoke(export_cli, [*base, "--out", str(tmp_path / name), "--steps", "2",
+                                                     "--disentangler-steps", "2"])
+        assert result.exit_code == 130, result.output
+        said[name] = result.output
+    assert "starts again on resume" in said["fit_disentangler"]
+    assert "interrupted at step 0; state saved" in said["train_step"]
+    assert (tmp_path / "train_step" / "train_state.safetensors").is_file()
+    assert not (tmp_path / "fit_disentangler" / "train_state.safetensors").exists()
+
+
+def test_the_cosine_schedule_falls_to_a_tenth():
+    from mnt.export.train.trainer import Settings
+
+    cosine = Settings(steps=100, schedule="cosine")
+    rates = [cosine.rate(step) for step in range(0, 101, 10)]
+    assert rates[0] == 1.0 and rates[-1] == pytest.approx(0.1) and rates == sorted(rates, reverse=True)
+    assert Settings(steps=100).rate(50) == 1.0
+
+
+@needs_clips
+def test_a_state_given_to_init_continues_every_network_and_optimiser(two_clips, tmp_path):
+    from mnt.export.train.state import STATE_FILE
+    from mnt.export.train.trainer import Settings, Trainer
+
+    videos, cache, dataset = two_clips
+    _train(videos, cache, tmp_path / "first", "--steps", "2")
+    first = Trainer(dataset, tmp_path / "first", Settings(steps=2, batch=2, targets=1, disentangler_steps=3,
+                                                          lr_generator=2e-4), say=lambda _: None)
+    assert first.resume()
+    later = Trainer(dataset, tmp_path / "later", Settings(lr_generator=1e-5), say=lambda _: None,
+                    init=tmp_path / "first" / STATE_FILE)
+    for name, module in first._modules().items():
+        for (key, a), b in zip(module.state_dict().items(), later._modules()[name].state_dict().values(),
+                               strict=True):
+            assert torch.equal(a, b), (name, key)
+    assert later.opt_d.state_dict()["state"] and later.disentangler_done  # Adam's moments came along
+    assert later.opt_g.param_groups[0]["lr"] == 1e-5  # at the new run's rate
+    output = _train(videos, cache, tmp_path / "cli", "--steps", "1", "--init",
+                    str(tmp_path / "first" / STATE_FILE))
+    assert "landmark disentangler" not in output  # trained already, not again
+
+
+@needs_clips
+def test_a_saturated_output_is_pulled_back_into_tanh_s_range(two_clips, tmp_path, monkeypatch):
+    """The earlier demo model's red corner: pre-tanh values near 20, where tanh's slope
+    (1e-17) leaves every image loss without a gradient; the saturation term moves them."""
+    from mnt.export.train import trainer as module
+    from mnt.export.train.trainer import Settings, Trainer
+
+    _, _, dataset = two_clips
+    moved = {}
+    for name, limit in (("with", module.SATURATION), ("without", float("inf"))):
+        monkeypatch.setattr(module, "SATURATION", limit)
+        trainer = Trainer(dataset, tmp_path / name, Settings(batch=1, targets=1, lr_generator=1e-3,
+                                                             lambda_face=0), say=lambda _: None)
+        with torch.no_grad():
+            trainer.generator.decoder.out.bias[0] = 20.0  # the whole red channel saturated
+        values = trainer.train_step(trainer.batch())
+        moved[name] = 20.0 - float(trainer.generator.decoder.out.bias[0])
+        assert (values["saturation"] > 1) == (name == "with")
+    assert moved["with"] > 0.5e-3 and abs(moved["without"]) < 1e-4, moved
+
+
+@needs_clips
+def test_a_mirrored_sample_is_the_sample_flipped(two_clips):
+    from mnt.export.train.dataset import face_box
+
+    _, _, dataset = two_clips
+    picks = training_picks(dataset, np.random.default_rng(2), batch=2, k=2)
+    plain, mirrored = make_batch(dataset, picks), make_batch(dataset, picks, np.array([True, False]))
+    for name in ("driver", "targets"):
+        np.testing.assert_array_equal(getattr(mirrored, name)[0], getattr(plain, name)[0][..., ::-1])
+        np.testing.assert_array_equal(getattr(mirrored, name)[1], getattr(plain, name)[1])
+    # Drawn anew from the mirrored points: the same up to a few edge pixels.
+    assert np.mean(mirrored.mask[0] != plain.mask[0][..., ::-1]) < 0.002
+    assert np.abs(mirrored.driver_landmarks[0] - plain.driver_landmarks[0][..., ::-1]).mean() < 0.01
+    (c, d), _ = picks[0]
+    box = face_box(dataset.clips[c].driver_landmarks[d])
+    assert mirrored.face_box[0][0] == pytest.approx(127 - box[0], abs=1e-3)
+    np.testing.assert_allclose(mirrored.face_box[0][1:], box[1:], atol=1e-3)
 
 
 @needs_clips
