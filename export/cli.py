@@ -227,11 +227,23 @@ def inspect_command(folder: Path, as_json: bool) -> None:
 
 @main.command("doctor")
 @options.artifacts("say what `--backend auto` picks for it (default: the pick without a folder)")
+@click.option("--target", type=click.Choice(["rtx", "jetson", "triton"]),
+              help="Instead: every reason this machine would not run mnt on that target (an RTX PC, a "
+                   "Jetson Orin on JetPack 6, Triton's image), each with its fix; exits 1 if any.")
 @options.json_flag()
-def doctor_command(artifacts: Path | None, as_json: bool) -> None:
+@click.pass_context
+def doctor_command(ctx: click.Context, artifacts: Path | None, target: str | None, as_json: bool) -> None:
     """Say what this machine offers mnt: Python, packages, ONNX Runtime providers, TensorRT,
-    the GPU and nvcc, which backends can run and what `--backend auto` picks. Imports no
-    torch; exits 0 whatever it finds."""
+    the GPU, its driver and cuda-python, nvcc, which backends can run and what `--backend
+    auto` picks. Imports no torch; exits 0 whatever it finds (with --target, 1 when anything
+    is missing)."""
+    if target is not None:
+        from mnt.export.targets import format_report, problems, report
+
+        missing = problems(target)
+        click.echo(json_text(report(target, missing)) if as_json else format_report(target, missing),
+                   nl=not as_json)
+        ctx.exit(1 if missing else 0)
     from mnt.export.doctor import facts, format_facts
 
     found = facts(artifacts)
@@ -285,8 +297,14 @@ def kernels_command(out: Path, force: bool, capability: str | None) -> None:
               help="Where the component models' instances run.")
 @click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
               help="Instances of each model (requests they run at once).")
+@click.option("--image", default="25.01", show_default=True,
+              help="The tritonserver image tag (YY.MM) that serves it: --format plan checks every plan "
+                   "loads in its TensorRT.")
+@click.option("--serving-tensorrt", metavar="VERSION",
+              help="That image's TensorRT version, where mnt does not know the tag.")
 @options.force("OUT")
-def triton_command(artifacts: Path, out: Path, fmt: str, kind: str, instances: int, force: bool) -> None:
+def triton_command(artifacts: Path, out: Path, fmt: str, kind: str, instances: int, image: str,
+                   serving_tensorrt: str | None, force: bool) -> None:
     """Write a Triton model repository: one model per component and the stateful
     `mnt_reenact` model (Python backend, sequence batching: each stream's target state,
     keyed by its correlation ID). Its README.md says how to serve it.
@@ -296,7 +314,7 @@ def triton_command(artifacts: Path, out: Path, fmt: str, kind: str, instances: i
     from mnt.export.triton.repository import write_repository
 
     models = write_repository(artifacts, out, fmt, f"KIND_{kind.upper()}", instances, force=force,
-                              say=click.echo)
+                              say=click.echo, image=image, tensorrt=serving_tensorrt)
     click.echo(f"wrote {out}: {len(models)} models ({', '.join(models)}); see {out / 'README.md'}")
 
 
