@@ -8,7 +8,13 @@ for NVIDIA's full server (the NGC image tritonserver:YY.MM-py3, `-igpu` on a Jet
 The components are stateless models on Triton's ONNX Runtime or TensorRT backend.
 `mnt_reenact` is a Python-backend model under the sequence batcher: it holds each
 stream's target state, keyed by the sequence's correlation ID, and calls the components
-through BLS (mnt.runtime.serve.bls; the container needs `pip install mnt[human-check]`).
+through BLS (mnt.runtime.serve.bls; the container needs mnt, see docs/deploy.md).
+
+A plan (`--format plan`) loads only in the TensorRT version that built it, so the
+repository is written for one serving image (`image`, an NGC tag such as 25.01, whose
+TensorRT `IMAGE_TENSORRT` knows, or its TensorRT version given outright): every plan's
+TensorRT must be that one, and plans with our AOT plugins need TensorRT >= 10.9. Each
+plan's TensorRT and GPU are recorded in its config.pbtxt and the README.
 """
 
 from __future__ import annotations
@@ -18,10 +24,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mnt.export.errors import ExportError
-from mnt.runtime.manifest import MANIFEST_NAME, STATS_NAME, ComponentInfo, TensorInfo, load_manifest
+from mnt.runtime.manifest import (
+    MANIFEST_NAME,
+    STATS_NAME,
+    ComponentInfo,
+    EngineInfo,
+    TensorInfo,
+    load_manifest,
+)
 from mnt.runtime.serve.protocol import CONTROLS, DATA, MODEL, OUTPUTS, Spec
 
 FORMATS = ("onnx", "plan")
+# NGC tritonserver image (YY.MM) -> the TensorRT in it (NVIDIA's frameworks support matrix;
+# -igpu images for Jetson share the release's TensorRT). Others: give the version outright.
+IMAGE_TENSORRT = {"24.08": "10.3.0", "24.09": "10.4.0", "24.10": "10.5.0", "24.11": "10.6.0",
+                  "24.12": "10.7.0", "25.01": "10.8.0", "25.02": "10.8.0", "25.03": "10.9.0"}
+DEFAULT_IMAGE = "25.01"
+AOT_PLUGINS_TENSORRT = (10, 9)  # aot_impl (our plugins' ahead-of-time kernels) first appears here
 _TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int32": "TYPE_INT32", "int64": "TYPE_INT64",
           "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL"}
 # The stateful model's own parameters (its config's `parameters`, read by bls.TritonPythonModel)
@@ -46,10 +65,59 @@ def _spec(s: Spec, optional: bool) -> str:
     return f'  {{ name: "{s.name}" data_type: {s.triton} dims: [ {dims} ]{optional_field} }}'
 
 
+def _version(text: str) -> tuple[int, ...]:
+    from mnt.export.tensorrt.builder import version_tuple
+
+    return version_tuple(text)
+
+
+def serving_tensorrt(image: str, tensorrt: str | None) -> str:
+    """The TensorRT version plans must have for `image` (`tensorrt` overrides the table)."""
+    found = tensorrt or IMAGE_TENSORRT.get(image)
+    if found is None:
+        raise ExportError(f"which TensorRT the tritonserver:{image} image holds is not known here",
+                          hint="give it with --serving-tensorrt VERSION (NVIDIA's frameworks support "
+                               f"matrix), or choose one of the images {', '.join(IMAGE_TENSORRT)}")
+    return found
+
+
+def check_plans(components: dict[str, ComponentInfo], folder: Path, image: str, tensorrt: str) -> None:
+    """Every plan must load in the serving TensorRT `tensorrt`: the same version (compared
+    as far as the shorter one goes, at least major.minor.patch when both have it), and
+    >= 10.9 for plans with our AOT plugins. ExportError naming every plan that cannot."""
+    want = _version(tensorrt)
+    bad, plugins = [], []
+    for name, info in components.items():
+        engine = info.engines["tensorrt"]
+        have = _version(engine.tensorrt_version)
+        depth = min(len(have), len(want), 3)
+        if have[:depth] != want[:depth] or depth < 2:
+            bad.append(f"{name} ({engine.tensorrt_version})")
+        if engine.ops == "plugins" and want[:2] < AOT_PLUGINS_TENSORRT:
+            plugins.append(name)
+    if plugins:
+        newer = [tag for tag, v in IMAGE_TENSORRT.items() if _version(v)[:2] >= AOT_PLUGINS_TENSORRT]
+        raise ExportError(f"{', '.join(plugins)}: plans with our AOT plugins need TensorRT >= 10.9; "
+                          f"tritonserver:{image} has TensorRT {tensorrt}",
+                          hint=f"serve an image with TensorRT >= 10.9 (--image {newer[0]} or newer) and "
+                               "build the plans with its TensorRT, or the standard graphs (no --plugins)")
+    if bad:
+        raise ExportError(f"{folder}: plans built with another TensorRT than tritonserver:{image}'s "
+                          f"{tensorrt}, where they cannot load: {', '.join(bad)}",
+                          hint=f"build them with TensorRT {tensorrt} (NVIDIA's tensorrt:{image}-py3 image "
+                               f"holds it: mnt-export build --from {folder}), or export --format onnx")
+
+
+def _plan_note(engine: EngineInfo) -> str:
+    return (f"# model.plan: TensorRT {engine.tensorrt_version}, GPU compute capability "
+            f"{engine.compute_capability}, {engine.ops} ops; it loads only in that TensorRT, on that GPU")
+
+
 def component_config(info: ComponentInfo, fmt: str, kind: str, instances: int) -> str:
     platform = "onnxruntime_onnx" if fmt == "onnx" else "tensorrt_plan"
+    note = [_plan_note(info.engines["tensorrt"])] if fmt == "plan" else []
     return "\n".join([
-        f'name: "{info.name}"', f'platform: "{platform}"',
+        *note, f'name: "{info.name}"', f'platform: "{platform}"',
         "max_batch_size: 0  # shapes are the manifest's; a dynamic axis (K targets) is -1",
         "input [", ",\n".join(_tensor(t) for t in info.inputs), "]",
         "output [", ",\n".join(_tensor(t) for t in info.outputs), "]",
@@ -100,8 +168,10 @@ def _model_file(folder: Path, info: ComponentInfo, fmt: str) -> Path:
 
 def write_repository(folder: Path, out: Path, fmt: str = "onnx", kind: str = "KIND_GPU",
                      instances: int = 1, batch: int = 8, force: bool = False,
-                     say: Callable[[str], None] = lambda line: None) -> list[str]:
-    """-> the models written. `kind`: KIND_GPU or KIND_CPU for the components."""
+                     say: Callable[[str], None] = lambda line: None, image: str = DEFAULT_IMAGE,
+                     tensorrt: str | None = None) -> list[str]:
+    """-> the models written. `kind`: KIND_GPU or KIND_CPU for the components. `image`: the
+    tritonserver tag it is for; `tensorrt`: that image's TensorRT, where the table lacks it."""
     from mnt.runtime.files import staged_folder
 
     if fmt not in FORMATS:
@@ -113,6 +183,8 @@ def write_repository(folder: Path, out: Path, fmt: str = "onnx", kind: str = "KI
                           "stateful model runs for every frame",
                           hint="rebuild it with the faces extra installed (pip install 'mnt[faces]')")
     sources = {name: _model_file(folder, info, fmt) for name, info in components.items()}
+    if fmt == "plan":
+        check_plans(components, folder, image, serving_tensorrt(image, tensorrt))
     with staged_folder(out, force, "the Triton repository", ExportError) as staging:
         suffix = "onnx" if fmt == "onnx" else "plan"
         for name, info in components.items():
@@ -127,12 +199,19 @@ def write_repository(folder: Path, out: Path, fmt: str = "onnx", kind: str = "KI
         (version / "model.py").write_text(MODEL_PY)
         (staging / MODEL / "config.pbtxt").write_text(stateful_config(kind, instances, batch))
         say(f"{MODEL}: the stateful model (Python backend, sequence batching)")
-        (staging / "README.md").write_text(readme(fmt))
+        plans = {name: info.engines["tensorrt"] for name, info in components.items()} if fmt == "plan" else {}
+        (staging / "README.md").write_text(readme(fmt, image, plans))
     return [*components, MODEL]
 
 
-def readme(fmt: str) -> str:
+def readme(fmt: str, image: str = DEFAULT_IMAGE, plans: dict[str, EngineInfo] | None = None) -> str:
     from importlib.metadata import version
+
+    plan_lines = "".join(f"- `{name}`: TensorRT {e.tensorrt_version}, compute capability "
+                         f"{e.compute_capability}, {e.ops} ops\n" for name, e in (plans or {}).items())
+    if plan_lines:
+        plan_lines = (f"\nThe plans load only in the TensorRT that built them, on their GPU (this "
+                      f"repository was checked against tritonserver:{image}):\n\n{plan_lines}")
 
     return f"""# mnt Triton model repository
 
@@ -142,10 +221,14 @@ for the stateful model (`mnt_reenact`):
 
 ```bash
 docker run --gpus all --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 -v $PWD:/models \\
-  nvcr.io/nvidia/tritonserver:25.01-py3 \\
-  bash -c "pip install 'mnt[human-check]' && tritonserver --model-repository /models"
+  nvcr.io/nvidia/tritonserver:{image}-py3 \\
+  bash -c "pip install 'mnt[human-check]' && pip uninstall -y opencv-contrib-python && \\
+           pip install 'opencv-contrib-python-headless>=4.9,<4.12' && tritonserver --model-repository /models"
 ```
 
+(The image has no libGL, which the non-headless OpenCV that mnt depends on needs; the headless
+wheel is the same OpenCV without it. docs/deploy.md has the whole recipe.)
+{plan_lines}
 On a Jetson use the `-igpu` image. Then, on any machine with `pip install 'mnt[serve]'`:
 `mnt-run driver.mp4 --targets photos/ --server grpc://HOST:8001`.
 
