@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+_ERRNO = re.compile(r"\[Errno -?\d+\] ")
+
 
 class MntError(Exception):
     """A failure the user can act on: ``str(err)`` is one line naming the bad input,
@@ -12,7 +16,9 @@ class MntError(Exception):
         self.hint = hint
 
     def one_line(self) -> str:
-        text = str(self)
+        # (an OSError or FFmpeg error in the text says "[Errno 1094995529] Invalid data ...":
+        # the number is FFmpeg's tag for the words after it, noise to a reader)
+        text = _ERRNO.sub("", str(self))
         return f"{text} ({self.hint})" if self.hint else text
 
 
