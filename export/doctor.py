@@ -17,7 +17,15 @@ from typing import Any
 
 from mnt.runtime.backends import registry
 from mnt.runtime.cpu import int8_path
-from mnt.runtime.gpu import cuda_version, probe_gpu, tensorrt_version
+from mnt.runtime.gpu import (
+    cuda_mismatch,
+    cuda_python_version,
+    cuda_version,
+    driver_cuda_version,
+    driver_release,
+    probe_gpu,
+    tensorrt_version,
+)
 from mnt.runtime.manifest import Manifest, load_manifest
 from mnt.runtime.versions import installed_versions
 
@@ -109,6 +117,11 @@ def _gpu() -> dict[str, Any]:
                     reason=probe.reason)
     for which in ("driver", "runtime"):
         data[which] = _cuda_version(cuda_version(which))
+    # the driver asked directly too: known without cuda-python, and when cuda-python is too new
+    data["driver"] = data["driver"] or _cuda_version(_attempt(driver_cuda_version, None)[0])
+    data["driver_release"] = _attempt(driver_release, None)[0]
+    data["cuda_python"] = _attempt(cuda_python_version, None)[0]
+    data["cuda_mismatch"] = _attempt(cuda_mismatch, None)[0]  # what to install when they disagree
     return data
 
 
@@ -212,8 +225,11 @@ def format_facts(found: dict[str, Any]) -> str:
                 f"{gpu['memory_gib']} GiB; {gpu['count']} GPU(s))")
     else:
         card = f"none ({gpu['reason']})"
-    lines.append(f"GPU: {card}; CUDA driver {gpu['driver'] or 'none'}, CUDA runtime "
-                 f"{gpu['runtime'] or 'none'}")
+    release = f" ({gpu['driver_release']})" if gpu.get("driver_release") else ""
+    lines.append(f"GPU: {card}; CUDA driver {gpu['driver'] or 'none'}{release}, cuda-python "
+                 f"{gpu.get('cuda_python') or 'not installed'} (CUDA runtime {gpu['runtime'] or 'none'})")
+    if gpu.get("cuda_mismatch"):
+        lines.append(f"  {gpu['cuda_mismatch']}")
     lines.append(f"CPU: {found['cpu']['model'] or 'unnamed'}; INT8 path {found['cpu']['description']}")
     if nvcc["release"]:
         lines.append(f"nvcc: {nvcc['path']}, {nvcc['release']}")
