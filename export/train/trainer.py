@@ -35,9 +35,8 @@ CPU = Context(torch.device("cpu"))
 FACE_WEIGHT = 4.0  # the face term near 1.5x the pixel term's size (0.48 against 0.137 x 10)
 # The output's tanh is pushed out of saturation past this pre-activation: there no other loss
 # reaches it (the earlier demo model's top-left corner sat at up to 21, tanh's slope 1e-18,
-# and stayed a red patch through 8000 steps of L1).
+# and stayed a red patch through its 4900 steps of L1).
 SATURATION = 3.0
-SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,9 @@ class Settings:
     lr_discriminator: float = 2e-4
     lambda_perceptual: float = 10.0  # λP, on VGG19 features or, without them, on pixels
     lambda_face: float = FACE_WEIGHT  # the face term, on dlib's face network (0: none)
+    # The saturation term: a hinge, zero once the output is back in tanh's range. Its pixels
+    # are few (16 of 16384 in the red corner), so it is weighted ~100x the pixel L1 per pixel.
+    lambda_saturation: float = 1000.0
     lambda_feature_matching: float = 10.0  # λFM
     flip: bool = True  # mirror half the samples
     schedule: str = "constant"  # or "cosine": both rates fall to 10 % at `steps`
@@ -163,6 +165,7 @@ class Trainer:
             self.face = FaceNetwork(network_file()).to(context.device)
         self.scaler = context.scaler()
         self.step = 0
+        self._set_rates()
 
     # --- state -----------------------------------------------------------------------
     def _modules(self) -> dict[str, torch.nn.Module]:
@@ -178,17 +181,14 @@ class Trainer:
         return general + face
 
     def _continue(self, path: Path) -> None:
-        """Every network and optimiser from another run's state, at this run's rates."""
+        """Every network and optimiser from another run's state (at this run's rates: every
+        step sets them)."""
         _, header = load_state(path, self._modules(), self._optimizers())
         if header.get("clips") != [c.name for c in self.dataset.clips]:
             raise ExportError(f"--init {path} was trained on other clips (its discriminator knows "
                               f"{len(header.get('clips', []))} people)",
                               hint="give a checkpoint instead (the discriminator then starts afresh)")
         self.disentangler_done = bool(header["disentangler_done"])
-        for optimizer, rate in ((self.opt_g, self.settings.lr_generator),
-                                (self.opt_d, self.settings.lr_discriminator)):
-            for group in optimizer.param_groups:
-                group["lr"] = rate
 
     def save(self) -> None:
         if not self.context.main:
@@ -274,8 +274,8 @@ class Trainer:
             assert self._logits is not None
             saturation = F.relu(self._logits.float().abs() - SATURATION).mean()
             s = self.settings
-            loss_g = (gan + s.lambda_perceptual * (perceptual + saturation) + s.lambda_face * face
-                      + s.lambda_feature_matching * fm)
+            loss_g = (gan + s.lambda_perceptual * perceptual + s.lambda_face * face
+                      + s.lambda_saturation * saturation + s.lambda_feature_matching * fm)
         self.discriminator.requires_grad_(True)
         self.opt_g.zero_grad(set_to_none=True)
         scaler.scale(loss_g).backward()
