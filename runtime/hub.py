@@ -5,6 +5,7 @@ hub, so a client that goes away frees its state."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ class Session:
     tracker: LandmarkBackend
     used: float = field(default_factory=time.monotonic)
     frames: int = 0
+    clock: float | None = None  # the last frame's time in the stream, seconds
     closed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -78,8 +80,9 @@ class Hub:
             return list(self._sessions)
 
     def start(self, stream: str, photos: Sequence[bytes | np.ndarray], names: Sequence[str] = (),
-              rate: float = 30.0) -> Session:
-        """Start `stream` with 1 to K target photos (image files' bytes, or uint8 RGB arrays)."""
+              rate: float = 30.0, say: Callable[[str], None] | None = None) -> Session:
+        """Start `stream` with 1 to K target photos (image files' bytes, or uint8 RGB arrays);
+        `say`: where the targets' notes go (a photo with several faces), besides the hub's."""
         stream = _checked_id(stream)
         lo, hi = self.model.target_range
         if not lo <= len(photos) <= hi:
@@ -89,7 +92,7 @@ class Hub:
             self._check_room(stream)
             self._sessions[stream] = None
         try:
-            session = self._open(stream, photos, names, rate)
+            session = self._open(stream, photos, names, rate, say)
         except BaseException:
             with self._lock:
                 self._sessions.pop(stream, None)
@@ -108,17 +111,18 @@ class Hub:
                                     "was not started", hint="end a stream, or allow more (--max-streams)")
 
     def _open(self, stream: str, photos: Sequence[bytes | np.ndarray], names: Sequence[str],
-              rate: float) -> Session:
+              rate: float, say: Callable[[str], None] | None) -> Session:
         decoded = []
         for index, photo in enumerate(photos):
             name = Path(names[index] if index < len(names) else f"target {index + 1}")
-            image = decode_image(photo) if isinstance(photo, bytes) else rgb_pixels(photo, name)
+            image = decode_image(photo, name) if isinstance(photo, bytes) else rgb_pixels(photo, name)
             if image is None:
                 raise RuntimeStageError(f"{name}: not a readable image (damaged, cut short or not a photo)",
                                         hint="send JPEG or PNG files")
             decoded.append((name, checked_photo(name, image)))
         with self._photos_lock:
-            targets = encode_photos(decoded, self.model, self._photos, self.cache, self.say)
+            targets = encode_photos(decoded, self.model, self._photos, self.cache,
+                                    self.say if say is None else lambda line: (self.say(line), say(line)))
         tracker = self._landmarker(False)
         return Session(stream, targets, DriverStream(self.model, targets, tracker, rate, self.transform),
                        tracker)
@@ -142,14 +146,17 @@ class Hub:
 
     def frame(self, stream: str, frame: np.ndarray, at: float | None = None
               ) -> tuple[np.ndarray, Crop] | None:
-        """One driver frame (uint8 RGB) -> (reenacted face, the driver's crop), or None while
-        no face has been seen yet in this stream."""
+        """One driver frame (uint8 RGB) at `at` seconds -> (reenacted face, the driver's crop),
+        or None while no face has been seen yet in this stream. Times must be finite and
+        increase; a frame without one comes 1/rate after the stream's previous frame (so
+        frames with and without times mix). A refused frame leaves the stream as it was."""
         session = self.session(stream)
         frame = rgb_pixels(frame, f"stream {stream!r}: driver frame")
         with session.lock:
             if session.closed:
                 raise RuntimeStageError(f"stream {stream!r} ended while this frame waited")
-            session.used = time.monotonic()
+            at = _next_time(session, at)
+            session.used, session.clock = time.monotonic(), at
             out = session.driver(frame, at)
             session.used = time.monotonic()
             session.frames += 1
@@ -187,6 +194,19 @@ class Hub:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _next_time(session: Session, at: float | None) -> float:
+    if at is None:
+        return 0.0 if session.clock is None else session.clock + 1 / session.driver.rate
+    at = float(at)
+    if not math.isfinite(at) or (session.clock is not None and not at > session.clock):
+        after = "" if session.clock is None else f" after {session.clock:g} s"
+        raise RuntimeStageError(f"stream {session.id!r}: frame time {at:g} s{after}: times must be "
+                                "finite and increase",
+                                hint="send increasing times in seconds, or none (each frame then comes "
+                                     f"1/{session.driver.rate:g} s after the last)")
+    return at
 
 
 def _checked_id(stream: object) -> str:

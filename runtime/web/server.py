@@ -1,14 +1,18 @@
 """The aiohttp app: the page at /, one WebSocket per tab at /ws, the tab's recordings at
-/recordings/TAB/NAME, and /status (JSON: streams and tabs, for tests and monitors).
+/recordings/KEY/NAME (KEY: the tab's secret, so no other tab can guess it), and /status
+(JSON: streams and tabs, for tests and monitors).
 
 Protocol on /ws. Browser -> server: a binary message is a driver frame (JPEG); a text
 message is JSON: {"type": "targets", "photos": [base64...], "names": [...]},
 {"type": "astronaut"}, {"type": "mode", "mode": "paste-back"}, {"type": "record", "on": bool}.
-Server -> browser, JSON: "ready", "targets" (the aligned crops as base64 JPEG), "frame"
-(server times in ms; "face": false while none was seen), "recording" (a download URL),
-"error" (one line). A "frame" with a face is followed by one binary message: the driver
-crop's JPEG length (4 bytes, big-endian), that JPEG, then the output frame's JPEG. The
-browser sends its next frame only after the answer, so latency stays one frame's."""
+Server -> browser, JSON: "ready" (with the limits: the page checks them before sending),
+"targets" (the aligned crops as base64 JPEG, and notes), "frame" (server times in ms; "face": false
+while none was seen), "recording" (a download URL), "error" (one line). A "frame" with a
+face is followed by one binary message: the driver crop's JPEG length (4 bytes,
+big-endian), that JPEG, then the output frame's JPEG. The browser sends its next frame
+only after the answer, so latency stays one frame's.
+A message over MAX_MESSAGE gets an "error" and the tab lives on; past MAX_MESSAGE + SLACK
+aiohttp closes the socket (1009) rather than hold more of it in memory."""
 
 from __future__ import annotations
 
@@ -17,17 +21,21 @@ import base64
 import binascii
 import itertools
 import json
+import logging
+import secrets
 import tempfile
 from pathlib import Path
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from mnt.runtime.errors import MntError, RuntimeStageError
 from mnt.runtime.hub import Hub
+from mnt.runtime.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from mnt.runtime.web.tab import Tab
 
 PAGE = Path(__file__).with_name("page.html")
 MAX_MESSAGE = 64 * 2**20  # 8 target photos of a few MB each, base64
+SLACK = 16 * 2**20  # a message this far over the limit is still read, to be refused in words
 
 HUB, TABS, FOLDER = web.AppKey("hub", Hub), web.AppKey("tabs", dict), web.AppKey("folder", Path)
 
@@ -38,7 +46,7 @@ def make_app(hub: Hub) -> web.Application:
     app.router.add_get("/", _page)
     app.router.add_get("/status", _status)
     app.router.add_get("/ws", _socket)
-    app.router.add_get("/recordings/{tab}/{name}", _recording)
+    app.router.add_get("/recordings/{key}/{name}", _recording)
     app.cleanup_ctx.append(_recordings_folder)
     app.on_shutdown.append(_close_sockets)
     return app
@@ -66,8 +74,9 @@ async def _status(request: web.Request) -> web.Response:
 
 
 async def _recording(request: web.Request) -> web.StreamResponse:
-    entry = request.app[TABS].get(request.match_info["tab"])
-    path = entry[0].recording(request.match_info["name"]) if entry else None
+    key = request.match_info["key"]
+    tab = next((tab for tab, _ in request.app[TABS].values() if secrets.compare_digest(tab.key, key)), None)
+    path = tab.recording(request.match_info["name"]) if tab else None
     if path is None:
         raise web.HTTPNotFound(text="no such recording (it is dropped when its tab closes)")
     return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
@@ -77,30 +86,48 @@ _tab_ids = itertools.count(1)
 
 
 async def _socket(request: web.Request) -> web.WebSocketResponse:
-    socket = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=20)
+    socket = web.WebSocketResponse(max_msg_size=MAX_MESSAGE + SLACK, heartbeat=20)
     await socket.prepare(request)
     app = request.app
     tab = Tab(app[HUB], str(next(_tab_ids)), app[FOLDER])
     app[TABS][tab.id] = (tab, socket)
     try:
         lo, hi = app[HUB].model.target_range
-        await socket.send_json({"type": "ready", "tab": tab.id, "size": app[HUB].size, "photos": [lo, hi]})
+        await socket.send_json({"type": "ready", "tab": tab.id, "size": app[HUB].size, "photos": [lo, hi],
+                                "max_message": MAX_MESSAGE, "max_photo_bytes": MAX_IMAGE_BYTES,
+                                "max_pixels": MAX_IMAGE_PIXELS})
         async for message in socket:
             if message.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
                 break
             try:
+                _check_size(message)
                 if message.type == WSMsgType.BINARY:
                     await _frame(socket, tab, message.data)
                 else:
                     await _command(socket, tab, message.data)
             except MntError as err:
                 await socket.send_json({"type": "error", "message": err.one_line()})
+            except ConnectionError:  # (the tab went away)
+                raise
+            except Exception as err:  # a bug: said on the page and the server's log, the tab lives on
+                logging.getLogger(__name__).exception("mnt-web: internal error")
+                await socket.send_json({"type": "error", "message": f"internal error: {type(err).__name__}: "
+                                        f"{err} (please report it)"})
     finally:
         del app[TABS][tab.id]
         # (in a thread: hub.end waits for a frame still running; shielded: aiohttp cancels the
         # handler of a closed connection, and the tab must close all the same)
         await asyncio.shield(asyncio.to_thread(tab.close))
     return socket
+
+
+def _check_size(message: WSMessage) -> None:
+    size = len(message.data)  # (text: base64 and JSON, one byte a character)
+    if size > MAX_MESSAGE:
+        what = "frame" if message.type == WSMsgType.BINARY else "message"
+        raise RuntimeStageError(f"a {what} of {size / 2**20:.1f} MiB is over the limit of "
+                                f"{MAX_MESSAGE // 2**20} MiB", hint="send fewer or smaller photos "
+                                f"({MAX_IMAGE_BYTES // 2**20} MiB each at most)")
 
 
 async def _frame(socket: web.WebSocketResponse, tab: Tab, data: bytes) -> None:
@@ -116,12 +143,17 @@ async def _frame(socket: web.WebSocketResponse, tab: Tab, data: bytes) -> None:
 async def _command(socket: web.WebSocketResponse, tab: Tab, text: str) -> None:
     try:
         command = json.loads(text)
+        if not isinstance(command, dict) or "type" not in command:
+            raise ValueError("no type")
         kind = command["type"]
-    except (ValueError, TypeError, KeyError) as err:
+    except (ValueError, RecursionError) as err:
         raise RuntimeStageError(f"not a command: {text[:80]!r}",
                                 hint='send JSON with a "type", or a frame as binary JPEG') from err
     if kind == "targets":
-        photos, names = _photos(command), [str(n) for n in command.get("names") or []]
+        names = command.get("names") or []
+        if not isinstance(names, list):
+            raise RuntimeStageError('"names" must be a list of the photos\' file names')
+        photos, names = _photos(command), [str(n) for n in names]
         await _targets(socket, tab, photos, names)
     elif kind == "astronaut":
         await _targets(socket, tab, [await asyncio.to_thread(_astronaut)], ["astronaut.png"])
@@ -131,7 +163,7 @@ async def _command(socket: web.WebSocketResponse, tab: Tab, text: str) -> None:
     elif kind == "record":
         name = await asyncio.to_thread(tab.record, bool(command.get("on")))
         await socket.send_json({"type": "recording", "on": name is None,
-                                "url": None if name is None else f"/recordings/{tab.id}/{name}"})
+                                "url": None if name is None else f"/recordings/{tab.key}/{name}"})
     else:
         raise RuntimeStageError(f"unknown command {kind!r}",
                                 hint="one of targets, astronaut, mode, record")
@@ -150,7 +182,7 @@ def _photos(command: dict) -> list[bytes]:
 
 async def _targets(socket: web.WebSocketResponse, tab: Tab, photos: list[bytes], names: list[str]) -> None:
     crops = await asyncio.to_thread(tab.set_targets, photos, names)
-    await socket.send_json({"type": "targets", "names": tab.names,
+    await socket.send_json({"type": "targets", "names": tab.names, "notes": tab.notes,
                             "crops": [base64.b64encode(crop).decode() for crop in crops]})
 
 

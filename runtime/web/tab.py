@@ -4,6 +4,7 @@ time per tab: the socket's messages are handled in order."""
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import tempfile
 import time
@@ -33,10 +34,12 @@ def jpeg(image: np.ndarray) -> bytes:
 class Tab:
     def __init__(self, hub: Hub, tab_id: str, folder: Path) -> None:
         self.hub, self.id = hub, tab_id
+        self.key = secrets.token_urlsafe(18)  # in its recordings' URLs: only this tab knows them
         self.folder = Path(tempfile.mkdtemp(prefix=f"tab-{tab_id}-", dir=folder))  # its recordings
         self.stream: str | None = None
         self.photos: list[bytes] = []
         self.names: list[str] = []
+        self.notes: list[str] = []  # the targets' (a photo with several faces: which was used)
         self.mode = "side-by-side"
         self.started = time.monotonic()
         self.frames = 0  # driver frames received
@@ -50,9 +53,10 @@ class Tab:
         error is raised and the tab keeps its previous targets."""
         self._starts += 1
         stream = f"{self.id}-{self._starts}"
-        session = self.hub.start(stream, photos, names)  # (before the old one ends: it stays on error)
+        notes: list[str] = []
+        session = self.hub.start(stream, photos, names, say=notes.append)  # (the old one stays on error)
         self._end_stream()
-        self.stream, self.photos, self.names = stream, photos, names
+        self.stream, self.photos, self.names, self.notes = stream, photos, names, notes
         self._canvas = backdrop(session.targets.photo, session.targets.crops[0], MAX_PASTE_BACK_SIDE)
         return [jpeg(crop.image) for crop in session.targets.crops]
 
@@ -72,7 +76,7 @@ class Tab:
         if self.stream is None:
             raise RuntimeStageError("no target photo yet", hint="drop a photo or pick the astronaut first")
         began = time.perf_counter()
-        image = decode_image(data)
+        image = decode_image(data, f"driver frame {self.frames}")
         if image is None:
             raise RuntimeStageError(f"driver frame {self.frames}: not a readable JPEG image",
                                     hint="send the camera's frames as JPEG")

@@ -1,9 +1,11 @@
 """mnt-web's socket protocol without a browser (aiohttp's test client): targets, frames,
 bad photos and bad frames answered by name with the tab's state kept, a closed socket
-freeing its stream, recordings downloadable and dropped with their tab."""
+freeing its stream, messages and photos over the limits refused in words, recordings
+downloadable by their tab only and dropped with it."""
 
 import asyncio
 import base64
+import json
 
 import cv2
 import numpy as np
@@ -19,7 +21,8 @@ pytest.importorskip("dlib")
 
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
-from mnt.runtime.web.server import make_app  # noqa: E402
+from mnt.runtime.web.server import MAX_MESSAGE, make_app  # noqa: E402
+from tests.runtime.test_images import png_claiming  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +136,10 @@ def test_a_recording_downloads_as_mp4_and_goes_with_its_tab(hub, frames, tmp_pat
         assert len(list(read_frames(tmp_path / "got.mp4"))) >= 3
         two = await client.ws_connect("/ws")  # another tab cannot take this one's recording
         tab = (await two.receive_json())["tab"]
-        assert (await client.get(url.replace(url.split("/")[2], tab))).status == 404
+        key = url.split("/")[2]  # the tab's secret, not its (sequential) id: no other tab can guess it
+        assert len(key) >= 22 and not key.isdigit()
+        for guess in (url.replace(key, tab), url.replace(key, str(int(tab) - 1))):
+            assert (await client.get(guess)).status == 404, guess
         status = await (await client.get("/status")).json()
         assert status["tabs"] == 2 and status["streams"] == 1
         await socket.close()
@@ -143,5 +149,50 @@ def test_a_recording_downloads_as_mp4_and_goes_with_its_tab(hub, frames, tmp_pat
                 break
             await asyncio.sleep(0.1)
         assert (await client.get(url)).status == 404
+
+    _run(hub, play)
+
+
+def test_a_message_over_the_limit_and_an_image_bomb_are_refused_in_words_and_the_tab_lives_on(hub, frames):
+    async def play(client):
+        socket = await client.ws_connect("/ws")
+        ready = await socket.receive_json()
+        assert ready["max_message"] == MAX_MESSAGE and ready["max_pixels"] > 0  # (the page checks them)
+        await socket.send_json({"type": "targets", "photos": [_png(data.astronaut())], "names": ["a.png"]})
+        assert (await _answer(socket))["type"] == "targets"
+        await socket.send_str(json.dumps({"type": "targets", "photos": ["A" * MAX_MESSAGE]}))
+        answer = await _answer(socket)
+        assert answer["type"] == "error" and "64.0 MiB is over the limit of 64 MiB" in answer["message"]
+        bomb = base64.b64encode(png_claiming(24000, 24000)).decode()  # 1.7 GB decoded
+        await socket.send_json({"type": "targets", "photos": [bomb], "names": ["bomb.png"]})
+        answer = await _answer(socket)
+        assert answer["type"] == "error" and "bomb.png: 24000x24000 pixels is over the" in answer["message"]
+        assert (await _until_face(socket, frames))["face"]  # the tab and its stream lived on
+        assert len(hub.streams) == 1
+        await socket.close()
+
+    _run(hub, play)
+
+
+def test_a_targets_note_reaches_the_page(hub, monkeypatch):
+    """A photo with several faces: the page is told which was used (the hub's log alone was)."""
+    import mnt.runtime.hub as hub_module
+
+    real = hub_module.encode_photos
+
+    def noting(photos, model, landmarker, cache, say):
+        say("note: a.png shows 2 faces; using the largest")
+        return real(photos, model, landmarker, cache, say)
+
+    monkeypatch.setattr(hub_module, "encode_photos", noting)
+
+    async def play(client):
+        socket = await client.ws_connect("/ws")
+        await socket.receive_json()
+        await socket.send_json({"type": "targets", "photos": [_png(data.astronaut())], "names": ["a.png"]})
+        answer = await _answer(socket)
+        assert answer["type"] == "targets"
+        assert answer["notes"] == ["note: a.png shows 2 faces; using the largest"]
+        await socket.close()
 
     _run(hub, play)
