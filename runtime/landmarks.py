@@ -55,6 +55,9 @@ def _check_landmarks(points: np.ndarray, what: str) -> np.ndarray:
     return points
 
 
+STATS_BOUND = 1e3
+
+
 @dataclass(frozen=True)
 class LandmarkStats:
     """Landmark statistics from training data, shipped with every checkpoint and artefact.
@@ -84,8 +87,14 @@ class LandmarkStats:
                     f"landmark statistics: '{name}' has shape {np.shape(value)}, expected {shape}"
                 )
         for name in (*expected, "lambda_exp"):
-            if not np.all(np.isfinite(np.asarray(getattr(self, name), dtype=np.float64))):
+            values = np.asarray(getattr(self, name), dtype=np.float64)
+            if not np.all(np.isfinite(values)):
                 raise RuntimeStageError(f"landmark statistics: '{name}' holds NaN or infinite values")
+            # in the normalised frame (RMS size 1) every statistic is about 1: far beyond is
+            # a damaged file, which would overflow into NaN far from its cause
+            if not np.all(np.abs(values) <= STATS_BOUND):
+                raise RuntimeStageError(f"landmark statistics: '{name}' holds values beyond "
+                                        f"±{STATS_BOUND:g} (normalised landmarks are about 1)")
         if not np.all(np.asarray(self.coef_std) > 0):
             raise RuntimeStageError("landmark statistics: 'coef_std' must be positive")
         # a mean face collapsed to a point or a line would be blamed on every driver's face

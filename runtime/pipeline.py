@@ -91,7 +91,7 @@ def encode_photos(photos: list[tuple[Path, np.ndarray]], model: Reenactor, landm
         if face.count > 1:
             say(f"note: {path.name} shows {face.count} faces; using the largest")
         crops.append(align(image, face.landmarks, reference, model.size))
-    state, hit = model.encode_targets([c.image for c in crops], [c.landmarks for c in crops], cache)
+    state, hit = model.encode_targets([c.image for c in crops], [c.landmarks for c in crops], cache, say)
     return Targets(crops, [p for p, _ in photos], photos[0][1], state, hit)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -22,6 +22,7 @@ from mnt.runtime.backends.base import Backend
 from mnt.runtime.backends.registry import make_backends
 from mnt.runtime.errors import MntError, RuntimeStageError
 from mnt.runtime.files import atomic_path
+from mnt.runtime.input_checks import check_landmarks, state_problem
 from mnt.runtime.landmarks import LandmarkStats, LandmarkTransformer
 from mnt.runtime.manifest import (
     MANIFEST_NAME,
@@ -131,22 +132,27 @@ class Reenactor:
         return digest.hexdigest()
 
     def encode_targets(self, faces: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
-                       cache: Path | None = None) -> tuple[TargetState, bool]:
+                       cache: Path | None = None, say: Callable[[str], None] = lambda line: None
+                       ) -> tuple[TargetState, bool]:
         """K = 1..8 face crops (uint8 RGB, size x size) with their landmarks (68, 3) in crop
-        pixels -> (state, whether it came from the cache folder)."""
+        pixels -> (state, whether it came from the cache folder). `say` gets a note when a
+        cache entry is damaged or wrong (it is recomputed)."""
         lo, hi = self.target_range
         if not lo <= len(faces) <= hi or len(faces) != len(landmarks):
             raise RuntimeStageError(f"need {lo} to {hi} target faces with landmarks, got "
                                     f"{len(faces)} faces and {len(landmarks)} landmark sets")
         faces = [self._check_face(f) for f in faces]  # before the key: it reads them as uint8
+        landmarks = [check_landmarks(p, self.size, f"target {i + 1}") for i, p in enumerate(landmarks)]
         key = self.target_key(faces, landmarks)
         cache = Path(cache) if cache is not None else None
         cached = cache / f"{key}.npz" if cache else None
         if cached and cached.is_file():
-            try:
-                return TargetState.load(cached, key, self.artefact_key), True
-            except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
-                cached.unlink(missing_ok=True)  # a damaged cache entry is recomputed
+            state, problem = self._cached(cached, key, len(faces))
+            if state is not None:
+                return state, True
+            say(f"note: the target cache entry {cached} {problem}; encoding the targets again")
+            with contextlib.suppress(OSError):
+                cached.unlink()
         images = np.stack([to_model_input(f) for f in faces])
         drawn = np.stack([to_model_input(rasterize(p, self.size)) for p in landmarks])
         out = self.backends["target_encoder"].infer(
@@ -162,11 +168,23 @@ class Reenactor:
                     state.save(handle)
         return state, False
 
+    def _cached(self, path: Path, key: str, faces: int) -> tuple[TargetState | None, str]:
+        """A cache entry, checked by value like the manifest: (state, "") or (None, what is wrong)."""
+        try:
+            state = TargetState.load(path, key, self.artefact_key)
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+            return None, f"is unreadable ({type(err).__name__})"
+        expected = tuple(t for t in self.manifest.components["generator"].inputs
+                         if t.name != "driver_landmarks")
+        problem = state_problem(state.feeds, state.identity, state.k, faces, expected)
+        return (None, f"is wrong: {problem}") if problem else (state, "")
+
     def driver_landmarks(self, state: TargetState, face: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The landmark transformer for one driver frame: the target's identity with the
         driver's expression, in the driver's pose (crop pixels)."""
         self._check_state(state)
-        return self.transformer.drive(state.identity, to_model_input(self._check_face(face)), landmarks)
+        return self.transformer.drive(state.identity, to_model_input(self._check_face(face)),
+                                      check_landmarks(landmarks, self.size, "driver landmarks"))
 
     def generate(self, state: TargetState, landmarks: np.ndarray) -> np.ndarray:
         """Driver landmarks (68, 3) in crop pixels -> the reenacted face, uint8 RGB."""
@@ -179,7 +197,8 @@ class Reenactor:
         return Stream(self, state)
 
     def _drawn(self, landmarks: np.ndarray) -> np.ndarray:
-        return to_model_input(rasterize(landmarks, self.size))[None]
+        points = check_landmarks(landmarks, self.size, "generate: driver landmarks")
+        return to_model_input(rasterize(points, self.size))[None]
 
     def _check_state(self, state: TargetState) -> None:
         # another model's state of the same shapes would run, and give a wrong face
@@ -226,7 +245,8 @@ class Stream:
     def driver_landmarks(self, face: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """As Reenactor.driver_landmarks, for this stream's targets."""
         face = to_model_input(self.model._check_face(face))
-        return self.transformer.drive(self.state.identity, face, landmarks)
+        points = check_landmarks(landmarks, self.model.size, "driver landmarks")
+        return self.transformer.drive(self.state.identity, face, points)
 
     def generate(self, landmarks: np.ndarray) -> np.ndarray:
         """As Reenactor.generate, for this stream's targets: only the driver's landmark
