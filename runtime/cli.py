@@ -210,8 +210,9 @@ def run(source: str, targets_dir: Path, artifacts: Path | None, backend: str, ou
         playing = time.perf_counter()
 
         def open_writer(shape: tuple[int, ...]) -> VideoWriter:
+            # a file's frames keep their times in its own unit: exact at any frame rate
             return VideoWriter(output, slots, shape[1], shape[0], audio_from=frames.audio_from,
-                               replace=force)
+                               replace=force, time_base=None if frames.live else frames.time_base)
 
         # (closed before the stream: its stages stop before the stream's states go)
         with contextlib.closing(reenact(frames, stream, pipelined, counters=counters)) as items:

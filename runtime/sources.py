@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from mnt.runtime.errors import RuntimeStageError
-from mnt.runtime.video import read_timed_frames, video_info
+from mnt.runtime.video import read_timed_frames, video_info, video_time_base
 
 
 class FrameSource(Protocol):
@@ -24,6 +24,7 @@ class FrameSource(Protocol):
     rate: Fraction  # nominal frames per second (what a recording is written at)
     count: int  # frames, as far as known (0: not known, as for a camera)
     audio_from: str | None  # a file whose audio a recording copies
+    time_base: Fraction | None  # the unit of a file's frame times (None: the clock's)
 
     def __iter__(self) -> Iterator[tuple[float, np.ndarray]]: ...
 
@@ -36,6 +37,7 @@ class VideoSource:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
         self.rate, self.count, has_audio = video_info(path)
+        self.time_base = video_time_base(path)
         self.audio_from = self.path if has_audio else None
 
     def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
@@ -72,6 +74,7 @@ class CameraSource:
 
     live = True
     audio_from = None
+    time_base = None
     count = 0
 
     def __init__(self, index: int, rate: Fraction = Fraction(30)) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import struct
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -23,10 +24,45 @@ class DecodeError(RuntimeStageError):
         self.frames = frames
 
 
+# FFmpeg's display matrix (a, b, c, d of its 3x3, rounded) -> (np.rot90 turns, then a
+# left-right mirror) that shows the frame upright: the eight rotations and mirrors a phone or
+# editor writes, as the ffmpeg command's autorotation shows them (checked against it).
+_ORIENTATIONS = {
+    (1, 0, 0, 1): (0, False), (0, -1, 1, 0): (1, False), (-1, 0, 0, -1): (2, False),
+    (0, 1, -1, 0): (3, False), (-1, 0, 0, 1): (0, True), (0, -1, -1, 0): (1, True),
+    (1, 0, 0, -1): (2, True), (0, 1, 1, 0): (3, True),
+}
+
+
+def _orientation(frame) -> tuple[int, bool]:
+    """How to turn a decoded frame upright, from its display matrix (frame side data, where
+    FFmpeg puts the stream's: PyAV 14+ has no stream side data)."""
+    from av.sidedata.sidedata import Type
+
+    data = frame.side_data.get(Type.DISPLAYMATRIX)
+    if data is None:
+        return 0, False
+    a, b, _, c, d = struct.unpack("=5i", bytes(data)[:20])
+    key = tuple(int(round(v / 65536)) for v in (a, b, c, d))  # 16.16 fixed point
+    # any other angle: the nearest quarter turn (FFmpeg's rotation is counter-clockwise)
+    return _ORIENTATIONS.get(key, (round(frame.rotation / 90) % 4, False))
+
+
+def upright(frame) -> np.ndarray:
+    """A decoded PyAV frame as uint8 (H, W, 3) RGB, as it is meant to be shown."""
+    turns, mirror = _orientation(frame)
+    picture = frame.to_ndarray(format="rgb24")
+    if turns or mirror:
+        picture = np.rot90(picture, turns)
+        picture = np.ascontiguousarray(picture[:, ::-1] if mirror else picture)
+    return picture
+
+
 def read_timed_frames(path: str | os.PathLike[str], limit: int | None = None,
                       step: int = 1) -> Iterator[tuple[float, np.ndarray]]:
     """Yield (source time in seconds, frame) for every `step`-th frame, frames as uint8
-    (H, W, 3) RGB, at most `limit` of them. Raises DecodeError at a damaged frame."""
+    (H, W, 3) RGB turned upright (display-matrix rotation applied), at most `limit` of
+    them. Raises DecodeError at a damaged frame."""
     import av  # imported here: reading videos is the only use, and PyAV loads FFmpeg
 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral)
@@ -54,7 +90,7 @@ def read_timed_frames(path: str | os.PathLike[str], limit: int | None = None,
                 if index % step:
                     continue
                 at = frame.time if frame.time is not None else index / rate
-                yield float(at), frame.to_ndarray(format="rgb24")
+                yield float(at), upright(frame)
                 yielded += 1
                 if limit is not None and yielded >= limit:
                     return
@@ -67,6 +103,20 @@ def read_frames(path: str | os.PathLike[str], limit: int | None = None,
     """Yield every `step`-th frame as uint8 (H, W, 3) RGB, at most `limit` frames."""
     for _, frame in read_timed_frames(path, limit, step):
         yield frame
+
+
+def video_time_base(path: str | os.PathLike[str]) -> Fraction:
+    """The unit the video stream's frame times are counted in (a writer given it keeps
+    them exactly, whatever the frame rate does)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise RuntimeStageError(f"{path} has no video stream")
+            return Fraction(container.streams.video[0].time_base or Fraction(1, 90000))
+    except (av.error.FFmpegError, OSError) as err:
+        raise RuntimeStageError(f"cannot open video {path}: {err}") from err
 
 
 def video_info(path: str | os.PathLike[str]) -> tuple[Fraction, int, bool]:
@@ -90,13 +140,15 @@ class VideoWriter:
     there meanwhile); `abort` deletes it. A video cut short (Ctrl-C) is closed as a valid file.
 
     Each frame keeps its source time (`write(frame, at)`), counted from the first frame
-    written; the audio of `audio_from` (packets as they are) is cut and shifted by the same
-    start, and muxed as the video goes, so that picture and sound stay in sync whatever the
-    frames skipped, and the muxer never holds the whole video waiting for audio."""
+    written, to one tick of `time_base` (default 1 / rate: frame slots of `rate`; give the
+    source's time base and a variable-rate source keeps its times exactly); the audio of
+    `audio_from` (packets as they are) is cut and shifted by the same start, and muxed as the
+    video goes, so that picture and sound stay in sync whatever the frames skipped, and the
+    muxer never holds the whole video waiting for audio."""
 
     def __init__(self, path: str | os.PathLike[str], rate: Fraction, width: int, height: int,
                  audio_from: str | os.PathLike[str] | None = None, crf: int = 18,
-                 replace: bool = True) -> None:
+                 replace: bool = True, time_base: Fraction | None = None) -> None:
         import av
 
         self.path = Path(path)
@@ -106,8 +158,9 @@ class VideoWriter:
         self.width, self.height = width, height
         self.closed = False
         self.rate = Fraction(rate).limit_denominator(1001)
+        self.time_base = Fraction(time_base) if time_base else 1 / self.rate
         self.start: float | None = None  # source time of the first frame written
-        self.pts = -1  # of the last frame written, in frames of `rate`
+        self.pts = -1  # of the last frame written, in ticks of time_base
         sweep_partials(self.path)
         try:
             self.container = av.open(str(self.temporary), mode="w")
@@ -115,6 +168,7 @@ class VideoWriter:
             self.stream.width, self.stream.height = width + width % 2, height + height % 2
             self.stream.pix_fmt = "yuv420p"
             self.stream.options = {"crf": str(crf), "preset": "veryfast"}
+            self.stream.codec_context.time_base = self.stream.time_base = self.time_base
             self.source = av.open(str(audio_from)) if audio_from else None
             self.audio = self._audio_packets = self._pending = None  # (_pending: read, not yet due)
             if self.source is not None and self.source.streams.audio:
@@ -138,18 +192,21 @@ class VideoWriter:
         if frame.shape[:2] != (self.stream.height, self.stream.width):
             frame = np.pad(frame, ((0, self.stream.height - frame.shape[0]),
                                    (0, self.stream.width - frame.shape[1]), (0, 0)), mode="edge")
-        if at is None:
-            at = (self.start or 0.0) + float((self.pts + 1) / self.rate)
+        if at is None:  # one frame of `rate` after the last
+            at = (self.start or 0.0) + (self._end() if self.pts >= 0 else 0.0)
         if self.start is None:
             self.start = float(at)
-        # the nearest frame slot of `rate`, strictly after the last one (a variable-rate
-        # source keeps its times to half a frame)
-        self.pts = max(round((at - self.start) * self.rate), self.pts + 1)
+        # the nearest tick, strictly after the last frame's
+        self.pts = max(round((at - self.start) / self.time_base), self.pts + 1)
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         video_frame.pts = self.pts
         self._mux(self.stream.encode(video_frame))
         self.frames += 1
-        self._mux_audio(until=(self.pts + 1) / self.rate)
+        self._mux_audio(until=self._end())
+
+    def _end(self) -> float:
+        """Where the last frame written ends, in seconds of output: one frame of `rate` on."""
+        return float(self.pts * self.time_base + 1 / self.rate)
 
     def _mux(self, packets) -> None:
         import av
@@ -194,7 +251,7 @@ class VideoWriter:
         if self.closed:
             return self.path
         self._mux(self.stream.encode())
-        self._mux_audio(until=(self.pts + 1) / self.rate)
+        self._mux_audio(until=self._end())
         self.closed = True
         try:
             self.container.close()
