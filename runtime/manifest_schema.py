@@ -204,7 +204,6 @@ class _Schema:
         if converted:  # its figures against the original, in pixels and probabilities
             for name, value in (self.field(data, "figures", "dict", where) or {}).items():
                 self.value(value, "number", f"{where}.figures.{name}")
-            return
         per_output = self.field(data, "outputs", "dict", where)
         if per_output is None:
             return
@@ -213,6 +212,8 @@ class _Schema:
             if entry is None:
                 continue
             self.field(entry, "psnr_db", "number", f"{where}.outputs.{name}")
+            if converted:
+                continue
             torch32 = self.field(entry, "torch_fp32", "dict", f"{where}.outputs.{name}")
             for key in ("max_abs_error", "rmse", "psnr_db"):
                 if torch32 is not None:
