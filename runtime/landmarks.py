@@ -87,6 +87,8 @@ class LandmarkStats:
                     f"landmark statistics: '{name}' has shape {np.shape(value)}, expected {shape}"
                 )
         for name in (*expected, "lambda_exp"):
+            if np.iscomplexobj(getattr(self, name)):
+                raise RuntimeStageError(f"landmark statistics: '{name}' holds complex numbers")
             values = np.asarray(getattr(self, name), dtype=np.float64)
             if not np.all(np.isfinite(values)):
                 raise RuntimeStageError(f"landmark statistics: '{name}' holds NaN or infinite values")
