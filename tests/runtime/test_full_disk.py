@@ -6,17 +6,13 @@ import errno
 import os
 import subprocess
 import uuid
-from fractions import Fraction
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from mnt.runtime.errors import MntError
 from mnt.runtime.files import atomic_path, exclusive, staged_folder
-from mnt.runtime.video import VideoWriter
 
 CHECKPOINT = Path(__file__).parents[2] / "export" / "pretrained" / "small-demo.safetensors"
 
@@ -85,24 +81,9 @@ def test_a_file_written_onto_a_full_disk_is_a_clear_error(full):
     assert sorted(p.name for p in full.iterdir()) == ["filler"]
 
 
-def test_mnt_run_onto_a_full_disk_exits_1_naming_the_folder(no_space, tmp_path, monkeypatch):
+def test_mnt_run_onto_a_full_disk_exits_1_naming_the_folder(no_space, place):
     from mnt.runtime import cli
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MNT_CACHE_DIR", str(tmp_path / "cache"))
-
-    def loaded(*args, **kwargs):
-        raise AssertionError("loaded")
-
-    monkeypatch.setattr("mnt.runtime.reenactor.Reenactor.__init__", loaded)
-    monkeypatch.setattr(cli, "default_artifacts", loaded)
-    writer = VideoWriter(tmp_path / "driver.mp4", Fraction(25), 64, 64)
-    for _ in range(3):
-        writer.write(np.zeros((64, 64, 3), np.uint8))
-    writer.close()
-    (tmp_path / "targets").mkdir()
-    cv2.imwrite(str(tmp_path / "targets" / "p.jpg"), np.zeros((64, 64, 3), np.uint8))
-    (tmp_path / "art").mkdir()
     result = CliRunner().invoke(cli.main, ["driver.mp4", "--targets", "targets", "--artifacts", "art",
                                            "-o", str(no_space / "o.mp4")])
     assert result.exit_code == 1, result.output
