@@ -9,6 +9,7 @@ import struct
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,9 +79,7 @@ def read_timed_frames(path: str | os.PathLike[str], limit: int | None = None,
     except (av.error.FFmpegError, OSError) as err:
         raise RuntimeStageError(f"cannot open video {path}: {err}") from err
     with container:
-        if not container.streams.video:
-            raise RuntimeStageError(f"{path} has no video stream")
-        stream = container.streams.video[0]
+        stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
         rate = float(stream.average_rate or stream.guessed_rate or 25)
         yielded = decoded = 0
@@ -98,6 +97,14 @@ def read_timed_frames(path: str | os.PathLike[str], limit: int | None = None,
             raise DecodeError(f"{path}: cannot decode frame {decoded + 1}: {err}", decoded) from err
 
 
+def _video_stream(container: Any, path: str | os.PathLike[str]) -> Any:
+    if not container.streams.video:
+        raise RuntimeStageError(f"{path} has no video stream",
+                                hint="give a video file (.mp4, .mov, .mkv, .webm, .avi): an audio "
+                                     "file or a still image has no picture to drive with")
+    return container.streams.video[0]
+
+
 def read_frames(path: str | os.PathLike[str], limit: int | None = None,
                 step: int = 1) -> Iterator[np.ndarray]:
     """Yield every `step`-th frame as uint8 (H, W, 3) RGB, at most `limit` frames."""
@@ -112,9 +119,7 @@ def video_time_base(path: str | os.PathLike[str]) -> Fraction:
 
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise RuntimeStageError(f"{path} has no video stream")
-            return Fraction(container.streams.video[0].time_base or Fraction(1, 90000))
+            return Fraction(_video_stream(container, path).time_base or Fraction(1, 90000))
     except (av.error.FFmpegError, OSError) as err:
         raise RuntimeStageError(f"cannot open video {path}: {err}") from err
 
@@ -125,9 +130,7 @@ def video_info(path: str | os.PathLike[str]) -> tuple[Fraction, int, bool]:
 
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise RuntimeStageError(f"{path} has no video stream")
-            stream = container.streams.video[0]
+            stream = _video_stream(container, path)
             rate = stream.average_rate or stream.guessed_rate or Fraction(25)
             return Fraction(rate), int(stream.frames or 0), bool(container.streams.audio)
     except (av.error.FFmpegError, OSError) as err:

@@ -78,6 +78,20 @@ def test_unreadable_videos_are_named(tmp_path):
         video_info(Path(tmp_path / "nope.mp4"))
 
 
+def test_a_file_without_pictures_says_what_to_give(tmp_path):
+    sound = tmp_path / "speech.m4a"
+    with av.open(str(sound), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in (*stream.encode(frame), *stream.encode(None)):
+            container.mux(packet)
+    for call in (lambda: next(read_frames(sound)), lambda: video_info(sound)):
+        with pytest.raises(RuntimeStageError, match="speech.m4a has no video stream") as raised:
+            call()
+        assert "give a video file" in raised.value.hint
+
+
 @needs_media
 def test_truncated_video_fails_at_a_named_frame_or_ends_early(tmp_path):
     source = (DRIVING / "d0.mp4").read_bytes()
