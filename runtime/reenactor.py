@@ -52,7 +52,10 @@ class TargetState:
         """Raises OSError, EOFError, ValueError, KeyError or zipfile.BadZipFile on a damaged file."""
         with np.load(path, allow_pickle=False) as data:
             feeds = {name: _frozen(data[name]) for name in data.files if name not in ("identity", "k")}
-            return cls(feeds, _frozen(data["identity"]), int(data["k"]), key, artefact_key)
+            k = np.asarray(data["k"])
+            if k.shape != () or not np.isfinite(k) or float(k) != int(k):  # inf and 2.5 too (fuzzed)
+                raise ValueError(f"target count {k!r} is not a whole number")
+            return cls(feeds, _frozen(data["identity"]), int(k), key, artefact_key)
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:

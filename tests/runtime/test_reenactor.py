@@ -99,7 +99,7 @@ def test_runtime_runs_fp16_artefacts_without_torch(tiny_artefacts):
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("damage", ["empty", "truncated", "not_a_zip", "missing_array"])
+@pytest.mark.parametrize("damage", ["empty", "truncated", "not_a_zip", "missing_array", "k_inf", "k_half"])
 def test_a_damaged_cache_entry_is_recomputed_and_replaced(fp32, tiny_checkpoint, parity_faces, tmp_path,
                                                           damage):
     stats = load_checkpoint(tiny_checkpoint).stats
@@ -110,6 +110,9 @@ def test_a_damaged_cache_entry_is_recomputed_and_replaced(fp32, tiny_checkpoint,
         whole = entry.read_bytes()
         if damage == "missing_array":  # a readable archive without the identity
             np.savez(entry, k=np.int64(2))
+        elif damage.startswith("k_"):  # the target count not a whole number (found by fuzzing)
+            np.savez(entry, identity=good.identity, k=np.float64(np.inf if damage == "k_inf" else 2.5),
+                     **good.feeds)
         else:
             entry.write_bytes({"empty": b"", "truncated": whole[: len(whole) // 2],
                                "not_a_zip": b"damaged"}[damage])
