@@ -54,11 +54,12 @@ VIDEOS_HELP = ("Folder of talking-head clips, one person per clip, or VoxCeleb's
 @click.option("--disentangler-steps", type=click.IntRange(min=0), default=400, show_default=True)
 @click.option("--face-weight", type=click.FloatRange(min=0), default=4.0, show_default=True,
               help="Weight of the face perceptual term: L1 between dlib's face-network activations "
-                   "of the generated and the real face (the identity extra's weights; 0: off).")
+                   "of the generated and the real face (weights from face-recognition-models, in "
+                   "the train extra; 0: off).")
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="Mirror half the training samples (images, landmarks and masks alike).")
 @click.option("--schedule", type=click.Choice(["constant", "cosine"]), default="constant",
-              show_default=True, help="Learning rates: constant, or cosine down to 10 %% at --steps.")
+              show_default=True, help="Learning rates: constant, or cosine down to 10 % at --steps.")
 @click.option("--holdout", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True,
               help="Share of every clip (its end) held back from training, for `evaluate`.")
 @click.option("--vgg19", type=click.Path(dir_okay=False, path_type=Path),
