@@ -87,8 +87,10 @@ class LandmarkStats:
                     f"landmark statistics: '{name}' has shape {np.shape(value)}, expected {shape}"
                 )
         for name in (*expected, "lambda_exp"):
-            if np.iscomplexobj(getattr(self, name)):
-                raise RuntimeStageError(f"landmark statistics: '{name}' holds complex numbers")
+            kind = np.asarray(getattr(self, name)).dtype
+            # strings of numbers would pass the conversion below and stay strings (fuzzed)
+            if kind.kind not in "iuf":
+                raise RuntimeStageError(f"landmark statistics: '{name}' holds {kind}, not real numbers")
             values = np.asarray(getattr(self, name), dtype=np.float64)
             if not np.all(np.isfinite(values)):
                 raise RuntimeStageError(f"landmark statistics: '{name}' holds NaN or infinite values")

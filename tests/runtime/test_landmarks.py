@@ -89,6 +89,10 @@ def test_statistics_are_validated():
         LandmarkStats(stats.mean, stats.basis[:10], stats.coef_mean, stats.coef_std)
     with pytest.raises(RuntimeStageError, match="coef_std"):
         LandmarkStats(stats.mean, stats.basis, stats.coef_mean, -stats.coef_std)
+    # Numbers written as strings convert to floats but would stay strings (found by fuzzing).
+    for odd in (stats.mean.astype(str), stats.mean.astype(complex), stats.mean.astype(object)):
+        with pytest.raises(RuntimeStageError, match="'mean' holds .*, not real numbers"):
+            LandmarkStats(odd, stats.basis, stats.coef_mean, stats.coef_std)
 
 
 def test_degenerate_landmarks_are_refused():
