@@ -16,7 +16,8 @@ from mnt.export.errors import CheckpointError
 from mnt.export.model.checkpoint import init_reference, load_checkpoint, save_checkpoint
 from mnt.export.model.config import PRESETS, ModelConfig
 
-FUZZ = settings(max_examples=50, deadline=None, database=None,
+# derandomize: the same examples on every run, so CI judges the change, not the draw
+FUZZ = settings(max_examples=50, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
                    st.text(max_size=12), st.lists(st.integers(-3, 70), max_size=8),
