@@ -129,11 +129,7 @@ def talking_clip(path: Path, faceless: int = 0, faces: int = 30, rate: int = 25,
                 container.mux(packet)
         t = np.arange(int(total / rate * sample_rate)) / sample_rate
         tone = (0.5 * np.sin(2 * np.pi * 1000 * t) * (t >= faceless / rate)).astype(np.float32)
-        for start in range(0, len(t), 1024):
-            chunk = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts = sample_rate, start
-            for packet in audio.encode(chunk):
-                container.mux(packet)
+        mux_tone(container, audio, tone, sample_rate)
         for stream in (video, audio):
             for packet in stream.encode():
                 container.mux(packet)
@@ -148,3 +144,34 @@ def sound_by_time(path: Path) -> tuple[np.ndarray, int]:
         stream = container.streams.audio[0]
         chunks = [frame.to_ndarray().reshape(-1) for frame in container.decode(stream)]
         return np.concatenate(chunks), stream.rate
+
+
+def copied_artefacts(folder: Path, tmp_path: Path) -> tuple[Path, dict]:
+    """A writable copy of an artefact folder and its manifest's data."""
+    import json
+    import shutil
+
+    from mnt.runtime.manifest import MANIFEST_NAME
+
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    return copy, json.loads((copy / MANIFEST_NAME).read_text())
+
+
+def write_manifest(folder: Path, data: dict) -> None:
+    import json
+
+    from mnt.runtime.manifest import MANIFEST_NAME
+
+    (folder / MANIFEST_NAME).write_text(json.dumps(data))
+
+
+def mux_tone(container, audio, tone: np.ndarray, sample_rate: int) -> None:
+    """Encode a mono float32 signal into `audio` of `container` in 1024-sample frames."""
+    import av
+
+    for start in range(0, len(tone), 1024):
+        chunk = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp", layout="mono")
+        chunk.sample_rate, chunk.pts = sample_rate, start
+        for packet in audio.encode(chunk):
+            container.mux(packet)

@@ -1,6 +1,5 @@
 """A manifest is untrusted input: it is checked against its schema, whole, before use."""
 
-import json
 import shutil
 
 import pytest
@@ -11,6 +10,8 @@ from mnt.runtime import RuntimeStageError
 from mnt.runtime.files import sha256_file
 from mnt.runtime.manifest import MANIFEST_NAME, REBUILD_HINT, load_manifest
 from mnt.runtime.reenactor import Reenactor
+from tests.helpers import copied_artefacts as _copy
+from tests.helpers import write_manifest as _write
 
 
 @pytest.fixture(scope="module")
@@ -18,14 +19,6 @@ def fp32(tiny_artefacts):
     return tiny_artefacts("fp32")
 
 
-def _copy(fp32, tmp_path):
-    copy = tmp_path / "copy"
-    shutil.copytree(fp32, copy)
-    return copy, json.loads((copy / MANIFEST_NAME).read_text())
-
-
-def _write(folder, data):
-    (folder / MANIFEST_NAME).write_text(json.dumps(data))
 
 
 def _drop_generator(m):

@@ -1,7 +1,6 @@
 """Every file a manifest names stays inside its folder and is hashed; its statistics and
 model fields are checked by value: verify, mnt-run and `mnt-export triton` refuse alike."""
 
-import json
 import os
 import shutil
 from fractions import Fraction
@@ -15,9 +14,11 @@ from mnt.export.cli import main as export_main
 from mnt.runtime import RuntimeStageError
 from mnt.runtime import cli as run_cli
 from mnt.runtime.files import sha256_file
-from mnt.runtime.manifest import MANIFEST_NAME, STATS_NAME, load_manifest
+from mnt.runtime.manifest import STATS_NAME, load_manifest
 from mnt.runtime.reenactor import Reenactor
 from mnt.runtime.video import VideoWriter
+from tests.helpers import copied_artefacts as _copy
+from tests.helpers import write_manifest as _write
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +26,6 @@ def fp32(tiny_artefacts):
     return tiny_artefacts("fp32")
 
 
-def _copy(fp32, tmp_path):
-    copy = tmp_path / "copy"
-    shutil.copytree(fp32, copy)
-    return copy, json.loads((copy / MANIFEST_NAME).read_text())
-
-
-def _write(folder, data):
-    (folder / MANIFEST_NAME).write_text(json.dumps(data))
 
 
 def _outside_file(copy, source_name):

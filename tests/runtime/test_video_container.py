@@ -12,7 +12,7 @@ import pytest
 from skimage import data
 
 from mnt.runtime.video import VideoWriter, read_frames, read_timed_frames, video_info, video_time_base
-from tests.helpers import mnt_run
+from tests.helpers import mnt_run, mux_tone
 
 FFMPEG = shutil.which("ffmpeg")
 
@@ -41,11 +41,7 @@ def _variable_rate_clip(path, size=192, sample_rate=16000):
                 container.mux(packet)
         t = np.arange(2 * sample_rate) / sample_rate
         tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-        for start in range(0, len(t), 1024):
-            chunk = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts = sample_rate, start
-            for packet in audio.encode(chunk):
-                container.mux(packet)
+        mux_tone(container, audio, tone, sample_rate)
         for stream in (video, audio):
             for packet in stream.encode():
                 container.mux(packet)
